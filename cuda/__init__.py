@@ -1,0 +1,1 @@
+"""Native kernels: C++/OpenMP CPU kernels and CUDA kernels, each with a pure-torch twin."""

@@ -1,0 +1,33 @@
+"""Method registry (threestudio style): a name -> Method class, imported lazily so `recon methods` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+
+from recon.errors import ReconError
+
+#: method name -> (module path, one-line description). Modules register their class with :func:`register`.
+_KNOWN = {
+    "gs": ("recon.methods.gs", "vanilla 3D Gaussian Splatting (Kerbl et al. 2023) with gsplat's densification"),
+}
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: add a Method subclass to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> dict[str, str]:
+    """Method name -> description (without importing the methods)."""
+    return {k: v[1] for k, v in _KNOWN.items()}
+
+
+def get_method(name: str):
+    """The Method class called ``name``; a clear error lists the choices."""
+    if name not in _KNOWN:
+        raise ReconError(f"unknown method {name!r} (available: {', '.join(sorted(_KNOWN))})")
+    if name not in _REGISTRY:
+        importlib.import_module(_KNOWN[name][0])
+    return _REGISTRY[name]

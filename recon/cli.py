@@ -1,0 +1,325 @@
+"""The ``recon`` command line: train | eval | render | export | view | data info | methods.
+
+Each subcommand parses its own config dataclass with tyro (field docstrings are the help text). User-facing errors
+(:class:`ReconError`) end in one line on stderr and exit code 2; ``--debug`` (anywhere on the line) shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from rich.console import Console
+
+from recon.errors import ReconError
+
+console = Console(stderr=True)
+stdout = Console()
+
+USAGE = """usage: recon [--debug] COMMAND [ARGS]
+
+commands:
+  train     train a method on a data folder (or a built-in demo scene)
+  eval      metrics of a run on its test split (or another folder in the same frame)
+  render    render a run's test views or an orbit to PNGs and an MP4
+  export    export a run (Gaussian PLY / .splat, meshes, frames)
+  view      open a run in the browser viewer
+  data      inspect a data folder: recon data info DATA
+  methods   list the available methods
+
+`recon COMMAND --help` shows each command's options."""
+
+
+# ---------------------------------------------------------------------------- commands
+@dataclass
+class EvalArgs:
+    run: Path
+    """Run directory."""
+    data: Optional[Path] = None
+    """Evaluate on another data folder in the same frame as the training data."""
+    split: str = "test"
+    """Split to evaluate."""
+    json: bool = False
+    """Print the metrics as JSON on stdout."""
+    device: str = "auto"
+    """Device (auto, cpu, cuda)."""
+
+
+@dataclass
+class RenderArgs:
+    run: Path
+    """Run directory."""
+    split: Optional[str] = None
+    """Render the frames of this split (default: test, unless --path is given)."""
+    path: Optional[Literal["orbit"]] = None
+    """Render a camera path instead: orbit (around the scene, at the training cameras' mean height)."""
+    frames: int = 60
+    """Number of frames of a camera path."""
+    time_sweep: bool = False
+    """Dynamic runs: sweep time from 0 to 1 (from a fixed test camera, or along the orbit with --path orbit)."""
+    output: Optional[Path] = None
+    """Output folder (default: RUN/renders/<split or path>)."""
+    outputs: tuple[str, ...] = ("rgb",)
+    """Outputs to write (any the method offers: rgb, depth, alpha, normal ...)."""
+    fps: int = 24
+    device: str = "auto"
+
+
+@dataclass
+class ExportArgs:
+    run: Path
+    """Run directory."""
+    format: str = "ply"
+    """Export kind: ply (standard 3DGS PLY), splat (antimatter15), mesh (TSDF-fused mesh of rendered depth) ..."""
+    output: Optional[Path] = None
+    """Output file (default: RUN/exports/<name>)."""
+    time: Optional[float] = None
+    """Dynamic runs: export the scene at this time in [0, 1]."""
+    all_frames: bool = False
+    """Dynamic runs: export every training time into a folder."""
+    device: str = "auto"
+
+
+@dataclass
+class ViewArgs:
+    run: Path
+    """Run directory."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0 to allow other machines; over SSH, forward the port instead)."""
+    port: int = 7007
+    """Port (the next free one is used if it is taken)."""
+    device: str = "auto"
+
+
+@dataclass
+class DataInfoArgs:
+    data: Path
+    """Data folder (or demo:<name>)."""
+    format: Optional[str] = None
+    """Force a reader instead of auto-detection."""
+    json: bool = False
+    """Print the summary as JSON on stdout."""
+
+
+def _train_args_class(model_cfg_cls):
+    from recon.engine.run import DataConfig
+    from recon.engine.trainer import TrainerConfig
+    import tyro
+
+    @dataclass
+    class TrainArgs:
+        data: tyro.conf.Positional[Optional[str]] = None
+        """Data folder, or demo:<name>; default: the built-in demo scene that suits the method."""
+        method: str = "gs"
+        """Method to train (see `recon methods`)."""
+        output_dir: Path = Path("outputs")
+        """Runs are written to OUTPUT_DIR/<scene>/<method>/<timestamp>/."""
+        max_steps: Optional[int] = None
+        """Number of steps (default: the trainer's, see --trainer.max-steps)."""
+        max_minutes: Optional[float] = None
+        """Stop after this many minutes of training (checkpoint and evaluation still happen)."""
+        seed: int = 0
+        """Random seed."""
+        resume: Optional[Path] = None
+        """Continue this run directory from its latest checkpoint (other options come from its config.yaml)."""
+        viewer: bool = False
+        """Show training live in the browser viewer."""
+        viewer_port: int = 7007
+        """Port of the live viewer."""
+        device: str = "auto"
+        """Device: auto (CUDA when available), cpu or cuda."""
+        format: Optional[str] = None
+        """Force a data reader (nerfstudio, blender, dnerf, colmap, llff, neus, n3dv)."""
+        downscale: int = 1
+        """Image downscale factor."""
+        test_every: int = 8
+        """Hold out every N-th image when the data has no test split."""
+        normalize: Literal["cameras", "aabb", "none"] = "cameras"
+        """Scene normalisation (undone in every export)."""
+        trainer: TrainerConfig = field(default_factory=TrainerConfig)
+        """Trainer options."""
+        model: model_cfg_cls = field(default_factory=model_cfg_cls)  # type: ignore[valid-type]
+        """Options of the chosen method."""
+
+    return TrainArgs, DataConfig
+
+
+def cmd_train(argv: list[str]) -> int:
+    import tyro
+
+    from recon.engine.run import resume_training, start_training
+    from recon.methods import get_method
+
+    method_name = _peek_option(argv, "--method", "gs")
+    cls = get_method(method_name)
+    TrainArgs, DataConfig = _train_args_class(cls.config_cls)
+    args = tyro.cli(TrainArgs, args=argv, prog="recon train", description=f"Train a method. Options under --model.* are those of {method_name!r}.")
+    if args.resume is not None:
+        run_dir = resume_training(args.resume, max_steps=args.max_steps, max_minutes=args.max_minutes, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+    else:
+        trainer_cfg = dataclasses.replace(
+            args.trainer,
+            seed=args.seed,
+            max_steps=args.max_steps if args.max_steps is not None else args.trainer.max_steps,
+            max_minutes=args.max_minutes if args.max_minutes is not None else args.trainer.max_minutes,
+        )
+        data = DataConfig(path=args.data, format=args.format, downscale=args.downscale, test_every=args.test_every, normalize=args.normalize)
+        run_dir = start_training(method_name, data, trainer_cfg, args.model, args.output_dir, device=args.device, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+    print(run_dir)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    import tyro
+
+    from recon.engine.run import load_run
+    from recon.eval.evaluate import evaluate, write_metrics
+
+    args = tyro.cli(EvalArgs, args=argv, prog="recon eval", description="Metrics of a run on a split.")
+    run = load_run(args.run, device=args.device, data_override=args.data)
+    metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console)
+    metrics["step"] = run.step
+    write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items()}, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{run.config['method']} on {run.config['scene']['name']} ({args.split}, step {run.step})")
+        for k in ("num_images", "psnr", "ssim", "lpips"):
+            if k in metrics:
+                table.add_column(k)
+        table.add_row(*[f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k]) for k in ("num_images", "psnr", "ssim", "lpips") if k in metrics])
+        stdout.print(table)
+        if "lpips_note" in metrics:
+            stdout.print(metrics["lpips_note"])
+    return 0
+
+
+def cmd_render(argv: list[str]) -> int:
+    import tyro
+
+    from recon.engine.run import load_run
+    from recon.export.render import render_run
+
+    args = tyro.cli(RenderArgs, args=argv, prog="recon render", description="Render a run to PNGs and an MP4.")
+    run = load_run(args.run, device=args.device)
+    out = render_run(run, split=args.split, path=args.path, frames=args.frames, time_sweep=args.time_sweep, output=args.output, outputs=args.outputs, fps=args.fps, console=console)
+    print(out)
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    import tyro
+
+    from recon.engine.run import load_run
+    from recon.export import export_run
+
+    args = tyro.cli(ExportArgs, args=argv, prog="recon export", description="Export a run.")
+    run = load_run(args.run, device=args.device)
+    out = export_run(run, args.format, output=args.output, time=args.time, all_frames=args.all_frames, console=console)
+    print(out)
+    return 0
+
+
+def cmd_view(argv: list[str]) -> int:
+    import tyro
+
+    args = tyro.cli(ViewArgs, args=argv, prog="recon view", description="Open a run in the browser viewer.")
+    from recon.engine.run import load_run
+    from recon.viewer.app import serve_run
+
+    run = load_run(args.run, device=args.device)
+    serve_run(run, host=args.host, port=args.port, console=console)
+    return 0
+
+
+def cmd_data(argv: list[str]) -> int:
+    import tyro
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: recon data info DATA [--format F] [--json]")
+        return 0 if argv else 2
+    if argv[0] != "info":
+        raise ReconError(f"unknown data command {argv[0]!r} (available: info)")
+    args = tyro.cli(DataInfoArgs, args=argv[1:], prog="recon data info", description="Summarise a data folder.")
+    from recon.data.info import print_scene_info, scene_info
+    from recon.engine.run import DataConfig, load_data
+
+    scene = load_data(DataConfig(path=str(args.data), format=args.format), "gs")
+    info = scene_info(scene)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print_scene_info(info, stdout)
+    return 0
+
+
+def cmd_methods(argv: list[str]) -> int:
+    from rich.table import Table
+
+    from recon.methods import available_methods
+
+    table = Table(title="recon methods")
+    table.add_column("method")
+    table.add_column("description")
+    for name, desc in available_methods().items():
+        table.add_row(name, desc)
+    stdout.print(table)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "render": cmd_render,
+    "export": cmd_export,
+    "view": cmd_view,
+    "data": cmd_data,
+    "methods": cmd_methods,
+}
+
+
+def _peek_option(argv: list[str], name: str, default: str) -> str:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        console.print(f"recon: error: unknown command {cmd!r}\n{USAGE}", highlight=False, markup=False)
+        return 2
+    try:
+        return COMMANDS[cmd](rest)
+    except ReconError as exc:
+        if debug:
+            raise
+        console.print(f"recon: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("recon: interrupted", highlight=False, markup=False)
+        return 130
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

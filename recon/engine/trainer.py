@@ -1,0 +1,317 @@
+"""The training loop, generic over methods.
+
+The trainer owns: the data loader (random views, images cached on the device), the step loop with its progress
+bar, TensorBoard logging, periodic and final checkpoints (atomic), resume, Ctrl-C handling, the time budget, and
+the evaluation at the end. Methods own their parameters, optimizers, losses and schedules (see
+:class:`recon.methods.base.Method`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from recon.data.scene import SceneData
+from recon.engine import checkpoint as ckpt
+from recon.errors import ReconError
+from recon.eval.metrics import psnr
+from recon.methods.base import Batch, Method
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 7000
+    """Number of optimisation steps."""
+    max_minutes: float | None = None
+    """Stop (with a checkpoint and the final evaluation) after this many minutes of training."""
+    seed: int = 0
+    """Seed for every random number generator."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint every N steps (and at the end, on Ctrl-C and when the time budget runs out)."""
+    checkpoint_minutes: float = 5.0
+    """Also write a checkpoint when this many minutes passed since the last one."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep on disk."""
+    log_every: int = 50
+    """Write TensorBoard scalars every N steps."""
+    image_every: int = 1000
+    """Write a rendered test view to TensorBoard and renders/progress/ every N steps (0: never)."""
+    background: Literal["auto", "random", "white", "black"] = "auto"
+    """Background behind RGBA training images: auto = random for RGBA data (teaches transparency), the data's
+    own otherwise."""
+    eval_at_end: bool = True
+    """Evaluate the test split when training ends and write metrics.json."""
+
+
+class _Loader:
+    """Random training views, each image loaded once and kept on the device (the data sets here are small)."""
+
+    def __init__(self, scene: SceneData, device: torch.device, seed: int, background: str):
+        self.scene = scene
+        self.device = device
+        self.indices = scene.split("train")
+        self.rng = np.random.default_rng(seed)
+        self.order: list[int] = []
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.background = background
+        self.cameras = scene.cameras.to(device)
+        self.bg_rng = torch.Generator().manual_seed(seed + 1)
+
+    def _pixels(self, index: int):
+        if index not in self.cache:
+            img = torch.from_numpy(np.ascontiguousarray(self.scene.image(index))).to(self.device)
+            mask = self.scene.masks is not None and self.scene.mask(index)
+            mask_t = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device) if mask is not False and mask is not None else None
+            self.cache[index] = (img, mask_t)
+        return self.cache[index]
+
+    def state(self) -> dict:
+        return {"order": torch.tensor(self.order, dtype=torch.int64), "bg_rng": self.bg_rng.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.order = [int(i) for i in state["order"].tolist()]
+        self.bg_rng.set_state(state["bg_rng"])
+
+    def next(self) -> Batch:
+        if not self.order:
+            self.order = [int(i) for i in self.rng.permutation(self.indices)]
+        index = self.order.pop()
+        img, mask = self._pixels(index)
+        alpha = None
+        scene_bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
+        if img.shape[-1] == 4:
+            alpha = img[..., 3:4]
+            mode = "random" if self.background == "auto" else self.background
+            if mode == "random":
+                bg = torch.rand(3, generator=self.bg_rng).to(self.device)
+            elif mode == "white":
+                bg = torch.ones(3, device=self.device)
+            elif mode == "black":
+                bg = torch.zeros(3, device=self.device)
+            else:
+                bg = scene_bg
+            rgb = img[..., :3] * alpha + bg * (1 - alpha)
+        else:
+            bg = scene_bg
+            rgb = img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
+        cam = self.cameras[index]
+        t = None if cam.times is None else float(cam.times[0])
+        return Batch(index=index, camera=cam, image=rgb, alpha=alpha, mask=mask, background=bg, time=t)
+
+
+class Trainer:
+    """Runs ``method`` on ``scene`` (already normalised) and writes everything into ``run_dir``."""
+
+    def __init__(self, config: TrainerConfig, method: Method, scene: SceneData, run_dir: Path, console: Console | None = None, viewer=None):
+        self.config = config
+        self.method = method
+        self.scene = scene
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.loader = _Loader(scene, method.device_, config.seed, config.background)
+        self.step = 0
+        self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.history: list[dict] = []
+        self.viewer = viewer
+        self._stop_reason: str | None = None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "method": self.method.state_dict(),
+            "method_extra": self.method.extra_state(),
+            "optimizers": {k: o.state_dict() for k, o in self.method.optimizers().items()},
+            "loader": self.loader.state(),
+            "rng": ckpt.rng_state(),
+            "history": {k: torch.tensor([h[k] for h in self.history], dtype=torch.float64) for k in (self.history[0] if self.history else {})},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.resize_for_state_dict(state["method"])
+        self.method.load_state_dict(state["method"])
+        self.method.load_extra_state(state.get("method_extra", {}))
+        for k, o in self.method.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        self.loader.load_state(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        hist = state.get("history", {})
+        n = len(next(iter(hist.values()))) if hist else 0
+        self.history = [{k: float(v[i]) for k, v in hist.items()} for i in range(n)]
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt.checkpoint_path(self.run_dir, self.step)
+        ckpt.atomic_save(self.state_dict(), path)
+        ckpt.prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        return path
+
+    def resume(self) -> bool:
+        """Load the run's latest checkpoint if there is one; returns whether it did."""
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.method.device_))
+        self.console.print(f"[bold]recon[/]: resumed from {path} (step {self.step})")
+        return True
+
+    # ---------------------------------------------------------------- loop
+    def train(self) -> dict:
+        cfg = self.config
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        interrupted = {"flag": False}
+
+        def on_sigint(signum, frame):
+            if interrupted["flag"]:  # second Ctrl-C: give up immediately
+                raise KeyboardInterrupt
+            interrupted["flag"] = True
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
+        budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+        last_ckpt_time = time.perf_counter()
+        session_start = time.perf_counter()
+        elapsed_at_start = self.elapsed
+        ema_loss, ema_psnr = None, None
+        columns = [
+            TextColumn("[bold blue]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
+        try:
+            with Progress(*columns, console=self.console, transient=False, refresh_per_second=4) as progress:
+                task = progress.add_task(f"train {self.method.name}", total=cfg.max_steps, completed=self.step, rate="-", info="")
+                t_rate, s_rate = time.perf_counter(), self.step
+                while self.step < cfg.max_steps:
+                    if self.viewer is not None:
+                        self.viewer.before_step(self.step)
+                    with self._lock():
+                        batch = self.loader.next()
+                        out = self.method.train_step(batch, self.step)
+                        loss = out["loss"]
+                        if not torch.isfinite(loss):
+                            raise ReconError(f"loss became {float(loss)} at step {self.step}; last checkpoint kept in {self.run_dir / 'checkpoints'}")
+                        self.method.before_backward(self.step, out)
+                        loss.backward()
+                        self.method.after_backward(self.step, out)
+                        for opt in self.method.optimizers().values():
+                            opt.step()
+                            opt.zero_grad(set_to_none=True)
+                        self.method.after_optimizer_step(self.step, out)
+                    self.step += 1
+                    now = time.perf_counter()
+                    self.elapsed = elapsed_at_start + (now - session_start)
+                    lv = float(loss)
+                    ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
+                    if "rgb" in out:
+                        p = float(psnr(out["rgb"].detach(), batch.image))
+                        ema_psnr = p if ema_psnr is None else 0.9 * ema_psnr + 0.1 * p
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        scalars = {"loss": lv, **{k: float(v) for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1}}
+                        scalars.update(self.method.log_scalars())
+                        for k, v in scalars.items():
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                        rec = {"step": float(self.step), "time": self.elapsed, "loss": ema_loss, "psnr": ema_psnr if ema_psnr is not None else float("nan")}
+                        rec.update({k: float(v) for k, v in self.method.log_scalars().items()})
+                        self.history.append(rec)
+                    if cfg.image_every and self.step % cfg.image_every == 0:
+                        self._write_progress_image(writer)
+                    if now - t_rate > 1.0:
+                        rate = (self.step - s_rate) / (now - t_rate)
+                        t_rate, s_rate = now, self.step
+                        extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.method.log_scalars().items())
+                        progress.update(task, rate=f"{rate:.2f}", info=f"loss={ema_loss:.4f} psnr={ema_psnr or 0:.2f} {extra}")
+                    progress.update(task, completed=self.step)
+                    if self.viewer is not None:
+                        self.viewer.after_step(self.step, {"loss": ema_loss, "psnr": ema_psnr, **self.method.log_scalars()})
+                    if interrupted["flag"]:
+                        self._stop_reason = "interrupted"
+                        break
+                    if budget is not None and self.elapsed >= budget:
+                        self._stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
+                        break
+                    if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time > cfg.checkpoint_minutes * 60:
+                        self.save_checkpoint()
+                        last_ckpt_time = time.perf_counter()
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        path = self.save_checkpoint()
+        self.console.print(f"[bold]recon[/]: step {self.step}, {self.elapsed / 60:.1f} min; checkpoint {path}")
+        writer.flush()
+        self._write_curves()
+        result: dict = {"step": self.step, "train_minutes": self.elapsed / 60.0, "stopped": self._stop_reason or "max_steps"}
+        if self._stop_reason == "interrupted":
+            self.console.print(f"[yellow]interrupted[/]: resume with  recon train --resume {self.run_dir}")
+            writer.close()
+            return result
+        if cfg.eval_at_end and "test" in self.scene.splits:
+            from recon.eval.evaluate import evaluate, write_metrics
+
+            metrics = evaluate(self.method, self.scene, "test", out_dir=self.run_dir / "renders" / "test", console=self.console)
+            metrics.update(result)
+            metrics.update({k: v for k, v in self.method.log_scalars().items()})
+            write_metrics(metrics, self.run_dir / "metrics.json")
+            for k in ("psnr", "ssim"):
+                if k in metrics:
+                    writer.add_scalar(f"test/{k}", metrics[k], self.step)
+            result = metrics
+        writer.close()
+        return result
+
+    # ---------------------------------------------------------------- helpers
+    def _lock(self):
+        if self.viewer is not None:
+            return self.viewer.lock
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _write_progress_image(self, writer) -> None:
+        split = "test" if "test" in self.scene.splits else "train"
+        index = int(self.scene.split(split)[0])
+        cam = self.loader.cameras[index]
+        t = None if cam.times is None else float(cam.times[0])
+        out = self.method.render(cam, time=t, outputs=("rgb",))
+        gt = torch.from_numpy(self.scene.image_rgb(index)).to(out["rgb"])
+        panel = torch.cat([out["rgb"].clamp(0, 1), gt], 1)
+        writer.add_image("progress/rgb", panel.permute(2, 0, 1).cpu(), self.step)
+        from recon.export.images import save_image
+
+        save_image(panel, self.run_dir / "renders" / "progress" / f"step-{self.step:06d}.png")
+
+    def _write_curves(self) -> None:
+        if not self.history:
+            return
+        from recon.export.images import plot_curves
+
+        plot_curves(self.history, self.run_dir / "training_curves.png")
+        (self.run_dir / "history.json").write_text(json.dumps(self.history))
+
+
+def _fmt(v: float) -> str:
+    return f"{int(v)}" if float(v).is_integer() else f"{v:.3g}"
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,81 @@
+"""Evaluation of a method on a split: per-image and mean PSNR/SSIM (LPIPS when available), images written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from recon.data.scene import SceneData
+from recon.eval.metrics import LPIPSUnavailable, lpips_fn, psnr, ssim
+
+
+@torch.no_grad()
+def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True) -> dict:
+    """Render every frame of ``split`` and compare with the images (RGBA composited over the scene background).
+
+    Returns:
+        ``{"psnr", "ssim", ["lpips"], "num_images", "split", "per_image": [...], "per_time": {...} (dynamic)}``;
+        ``lpips_note`` says why LPIPS is missing when it is.
+    """
+    console = console or Console(stderr=True)
+    indices = scene.split(split)
+    cams = scene.cameras.to(method.device_)
+    bg = torch.tensor(scene.background, dtype=torch.float32, device=method.device_)
+    lp, lp_note = None, None
+    if with_lpips:
+        try:
+            lp = lpips_fn()
+        except LPIPSUnavailable as exc:
+            lp_note = str(exc)
+    rows = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"eval {split}", total=len(indices))
+        for i in indices:
+            i = int(i)
+            cam = cams[i]
+            t = None if cam.times is None else float(cam.times[0])
+            out = method.render(cam, time=t, outputs=("rgb",), background=bg)
+            pred = out["rgb"].clamp(0, 1).float()
+            gt = torch.from_numpy(scene.image_rgb(i)).to(pred)
+            row = {"index": i, "image": scene.describe_image(i), "psnr": float(psnr(pred, gt)), "ssim": float(ssim(pred, gt))}
+            if t is not None:
+                row["time"] = t
+            if lp is not None:
+                row["lpips"] = float(lp(pred[None].cpu(), gt[None].cpu())[0])
+            rows.append(row)
+            if out_dir is not None:
+                from recon.export.images import save_image
+
+                save_image(torch.cat([pred, gt], 1), Path(out_dir) / f"{i:05d}.png")
+            progress.advance(task)
+    metrics = {
+        "split": split,
+        "num_images": len(rows),
+        "psnr": float(np.mean([r["psnr"] for r in rows])),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+    }
+    if lp is not None:
+        metrics["lpips"] = float(np.mean([r["lpips"] for r in rows]))
+    else:
+        metrics["lpips_note"] = lp_note
+    if scene.is_dynamic:
+        per_time: dict[str, list[float]] = {}
+        for r in rows:
+            per_time.setdefault(f"{r['time']:.4f}", []).append(r["psnr"])
+        metrics["per_time_psnr"] = {k: float(np.mean(v)) for k, v in sorted(per_time.items())}
+    metrics["per_image"] = rows
+    return metrics
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
+    tmp.replace(path)

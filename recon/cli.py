@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+import tyro
 from rich.console import Console
 
 from recon.errors import ReconError
@@ -38,7 +39,7 @@ commands:
 # ---------------------------------------------------------------------------- commands
 @dataclass
 class EvalArgs:
-    run: Path
+    run: tyro.conf.Positional[Path]
     """Run directory."""
     data: Optional[Path] = None
     """Evaluate on another data folder in the same frame as the training data."""
@@ -52,7 +53,7 @@ class EvalArgs:
 
 @dataclass
 class RenderArgs:
-    run: Path
+    run: tyro.conf.Positional[Path]
     """Run directory."""
     split: Optional[str] = None
     """Render the frames of this split (default: test, unless --path is given)."""
@@ -72,7 +73,7 @@ class RenderArgs:
 
 @dataclass
 class ExportArgs:
-    run: Path
+    run: tyro.conf.Positional[Path]
     """Run directory."""
     format: str = "ply"
     """Export kind: ply (standard 3DGS PLY), splat (antimatter15), mesh (TSDF-fused mesh of rendered depth) ..."""
@@ -87,7 +88,7 @@ class ExportArgs:
 
 @dataclass
 class ViewArgs:
-    run: Path
+    run: tyro.conf.Positional[Path]
     """Run directory."""
     host: str = "127.0.0.1"
     """Interface to listen on (0.0.0.0 to allow other machines; over SSH, forward the port instead)."""
@@ -98,7 +99,7 @@ class ViewArgs:
 
 @dataclass
 class DataInfoArgs:
-    data: Path
+    data: tyro.conf.Positional[Path]
     """Data folder (or demo:<name>)."""
     format: Optional[str] = None
     """Force a reader instead of auto-detection."""

@@ -104,6 +104,12 @@ def downscale_image(img: np.ndarray, factor: int) -> np.ndarray:
     """Box-filter an [H, W, C] image by an integer factor (output floor(H/f) x floor(W/f))."""
     h, w = img.shape[0] // factor, img.shape[1] // factor
     img = img[: h * factor, : w * factor]
+    if img.ndim == 3 and img.shape[-1] == 4:
+        # RGBA: average premultiplied colour, so transparent pixels' (arbitrary) RGB does not bleed into edges.
+        rgb = (img[..., :3] * img[..., 3:]).reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
+        alpha = img[..., 3:].reshape(h, factor, w, factor, 1).mean(axis=(1, 3))
+        rgb = np.where(alpha > 0, rgb / np.maximum(alpha, 1e-12), 0.0)
+        return np.concatenate([np.clip(rgb, 0.0, 1.0), alpha], -1).astype(np.float32)
     return img.reshape(h, factor, w, factor, -1).mean(axis=(1, 3)).astype(np.float32)
 
 

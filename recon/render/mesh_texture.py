@@ -1,0 +1,33 @@
+"""Texture sampling for rasterized meshes (UV convention of glTF: (0, 0) is the top-left corner of the image)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_texture(texture: Tensor, uv: Tensor, wrap: bool = True) -> Tensor:
+    """Bilinear texture lookup, differentiable w.r.t. ``texture`` and ``uv``.
+
+    Args:
+        texture: [H, W, C] texels; row 0 is the top of the image (v = 0).
+        uv: [..., 2] texture coordinates; u to the right, v downwards, texel centres at ((i + 0.5) / W, ...).
+        wrap: repeat outside [0, 1] (glTF's default sampler); otherwise clamp to the edge.
+    Returns:
+        [..., C]
+    """
+    H, W, C = texture.shape
+    x = uv[..., 0] * W - 0.5
+    y = uv[..., 1] * H - 0.5
+    x0f, y0f = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]
+    x0, y0 = x0f.long(), y0f.long()
+    x1, y1 = x0 + 1, y0 + 1
+    if wrap:
+        x0, x1, y0, y1 = x0 % W, x1 % W, y0 % H, y1 % H
+    else:
+        x0, x1, y0, y1 = x0.clamp(0, W - 1), x1.clamp(0, W - 1), y0.clamp(0, H - 1), y1.clamp(0, H - 1)
+    flat = texture.reshape(H * W, C)
+    top = flat[y0 * W + x0] * (1 - fx) + flat[y0 * W + x1] * fx
+    bot = flat[y1 * W + x0] * (1 - fx) + flat[y1 * W + x1] * fx
+    return top * (1 - fy) + bot * fy

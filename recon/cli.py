@@ -5,14 +5,13 @@ Each subcommand parses its own config dataclass with tyro (field docstrings are 
 traceback instead.
 """
 
-from __future__ import annotations
 
 import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 from rich.console import Console
@@ -114,14 +113,14 @@ def _train_args_class(model_cfg_cls):
 
     @dataclass
     class TrainArgs:
-        data: tyro.conf.Positional[Optional[str]] = None
+        data: Annotated[Optional[str], tyro.conf.arg(metavar="DATA"), tyro.conf.Positional] = None
         """Data folder, or demo:<name>; default: the built-in demo scene that suits the method."""
         method: str = "gs"
         """Method to train (see `recon methods`)."""
         output_dir: Path = Path("outputs")
         """Runs are written to OUTPUT_DIR/<scene>/<method>/<timestamp>/."""
-        max_steps: Optional[int] = None
-        """Number of steps (default: the trainer's, see --trainer.max-steps)."""
+        max_steps: int = 7000
+        """Number of optimisation steps."""
         max_minutes: Optional[float] = None
         """Stop after this many minutes of training (checkpoint and evaluation still happen)."""
         seed: int = 0
@@ -161,13 +160,14 @@ def cmd_train(argv: list[str]) -> int:
     TrainArgs, DataConfig = _train_args_class(cls.config_cls)
     args = tyro.cli(TrainArgs, args=argv, prog="recon train", description=f"Train a method. Options under --model.* are those of {method_name!r}.")
     if args.resume is not None:
-        run_dir = resume_training(args.resume, max_steps=args.max_steps, max_minutes=args.max_minutes, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+        explicit_steps = _peek_option(argv, "--max-steps", None) is not None  # else keep the run's own budget
+        run_dir = resume_training(args.resume, max_steps=args.max_steps if explicit_steps else None, max_minutes=args.max_minutes, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
     else:
         trainer_cfg = dataclasses.replace(
             args.trainer,
             seed=args.seed,
-            max_steps=args.max_steps if args.max_steps is not None else args.trainer.max_steps,
-            max_minutes=args.max_minutes if args.max_minutes is not None else args.trainer.max_minutes,
+            max_steps=args.max_steps,
+            max_minutes=args.max_minutes,
         )
         data = DataConfig(path=args.data, format=args.format, downscale=args.downscale, test_every=args.test_every, normalize=args.normalize)
         run_dir = start_training(method_name, data, trainer_cfg, args.model, args.output_dir, device=args.device, console=console, viewer=args.viewer, viewer_port=args.viewer_port)

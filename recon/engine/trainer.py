@@ -14,10 +14,11 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
+import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -30,11 +31,12 @@ from recon.methods.base import Batch, Method
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 7000
+    # The first three are set from `recon train --max-steps/--max-minutes/--seed` (hidden here to avoid two flags).
+    max_steps: tyro.conf.Suppress[int] = 7000
     """Number of optimisation steps."""
-    max_minutes: float | None = None
+    max_minutes: tyro.conf.Suppress[Optional[float]] = None
     """Stop (with a checkpoint and the final evaluation) after this many minutes of training."""
-    seed: int = 0
+    seed: tyro.conf.Suppress[int] = 0
     """Seed for every random number generator."""
     checkpoint_every: int = 1000
     """Write a checkpoint every N steps (and at the end, on Ctrl-C and when the time budget runs out)."""
@@ -60,7 +62,8 @@ class _Loader:
         self.scene = scene
         self.device = device
         self.indices = scene.split("train")
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0  # each epoch's order comes from (seed, epoch), so a resumed run draws the same views
         self.order: list[int] = []
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.background = background
@@ -76,15 +79,17 @@ class _Loader:
         return self.cache[index]
 
     def state(self) -> dict:
-        return {"order": torch.tensor(self.order, dtype=torch.int64), "bg_rng": self.bg_rng.get_state()}
+        return {"order": torch.tensor(self.order, dtype=torch.int64), "epoch": self.epoch, "bg_rng": self.bg_rng.get_state()}
 
     def load_state(self, state: dict) -> None:
         self.order = [int(i) for i in state["order"].tolist()]
+        self.epoch = int(state["epoch"])
         self.bg_rng.set_state(state["bg_rng"])
 
     def next(self) -> Batch:
         if not self.order:
-            self.order = [int(i) for i in self.rng.permutation(self.indices)]
+            self.order = [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)]
+            self.epoch += 1
         index = self.order.pop()
         img, mask = self._pixels(index)
         alpha = None
@@ -170,6 +175,8 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def train(self) -> dict:
         cfg = self.config
+        if self.step == 0:  # fresh run: seed everything (a resumed run restores the RNG states instead)
+            seed_everything(cfg.seed)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
@@ -219,7 +226,7 @@ class Trainer:
                     self.step += 1
                     now = time.perf_counter()
                     self.elapsed = elapsed_at_start + (now - session_start)
-                    lv = float(loss)
+                    lv = float(loss.detach())
                     ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
                     if "rgb" in out:
                         p = float(psnr(out["rgb"].detach(), batch.image))
@@ -305,6 +312,14 @@ class Trainer:
 
         plot_curves(self.history, self.run_dir / "training_curves.png")
         (self.run_dir / "history.json").write_text(json.dumps(self.history))
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _fmt(v: float) -> str:

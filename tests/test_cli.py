@@ -1,0 +1,141 @@
+"""End to end through the `recon` command: train on a demo scene, kill, resume, eval, render, export; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+RECON = [sys.executable, "-m", "recon.cli"]
+
+
+def run(args, **kw):
+    return subprocess.run(RECON + [str(a) for a in args], capture_output=True, text=True, timeout=kw.pop("timeout", 600), **kw)
+
+
+def test_methods_and_help():
+    r = run(["methods"])
+    assert r.returncode == 0 and "gs" in r.stdout
+    for cmd in ["train", "eval", "render", "export", "view"]:
+        r = run([cmd, "--help"])
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert "--" in r.stdout
+    r = run(["train", "--method", "gs", "--help"])
+    assert "--model.sh-degree" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    r = run(["train", "--method", "gs", "demo:static", "--max-steps", "120", "--output-dir", out, "--trainer.image-every", "60"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    assert run_dir.is_dir() and run_dir.parent.parent.parent == out
+    return run_dir
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ["config.yaml", "metrics.json", "training_curves.png"]:
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["num_images"] > 0 and metrics["psnr"] > 15
+    assert any((trained_run / "renders" / "progress").iterdir())
+    assert any((trained_run / "tensorboard").iterdir())
+
+
+def test_eval_json_matches_metrics(trained_run):
+    r = run(["eval", trained_run, "--json"])
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    ref = json.loads((trained_run / "metrics.json").read_text())
+    assert abs(m["psnr"] - ref["psnr"]) < 1e-3
+
+
+def test_render_orbit_and_export(trained_run, tmp_path):
+    r = run(["render", trained_run, "--path", "orbit", "--frames", "8", "--outputs", "rgb", "depth", "--output", tmp_path / "orbit"])
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "orbit" / "rgb").glob("*.png"))) == 8
+    assert (tmp_path / "orbit" / "rgb.mp4").stat().st_size > 1000
+    r = run(["export", trained_run, "--format", "ply", "--output", tmp_path / "s.ply"])
+    assert r.returncode == 0, r.stderr
+    r = run(["export", trained_run, "--format", "splat", "--output", tmp_path / "s.splat"])
+    assert r.returncode == 0 and (tmp_path / "s.splat").stat().st_size % 32 == 0
+    r = run(["export", trained_run, "--format", "gltf"])
+    assert r.returncode == 2 and "cannot export 'gltf'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hard_kill_then_resume(tmp_path):
+    proc = subprocess.Popen(
+        RECON + ["train", "--method", "gs", "demo:static", "--max-steps", "400", "--output-dir", str(tmp_path), "--trainer.checkpoint-every", "20", "--trainer.eval-at-end", "False"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 300
+    ckpts = []
+    while time.time() < deadline and not ckpts:
+        time.sleep(0.5)
+        ckpts = list(tmp_path.glob("*/gs/*/checkpoints/step-*.pt"))
+    assert ckpts, "no checkpoint appeared"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = ckpts[0].parent.parent
+    step_at_kill = max(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*.pt"))
+    r = run(["train", "--resume", run_dir, "--max-steps", str(step_at_kill + 20)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from" in r.stderr and f"(step {step_at_kill})" in r.stderr
+    assert (run_dir / "checkpoints" / f"step-{step_at_kill + 20:06d}.pt").is_file()
+
+
+def test_ctrl_c_writes_checkpoint_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(
+        RECON + ["train", "--method", "gs", "demo:static", "--max-steps", "5000", "--output-dir", str(tmp_path), "--trainer.checkpoint-every", "100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("*/gs/*/tensorboard")):
+        time.sleep(0.5)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "resume with" in err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert list((run_dir / "checkpoints").glob("step-*.pt"))
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["eval", "/nonexistent/run"], "run directory does not exist"),
+        (["train", "--method", "nosuch"], "unknown method 'nosuch'"),
+        (["train", "/nonexistent/data", "--max-steps", "1"], "/nonexistent/data"),
+        (["view", "/nonexistent/run"], "run directory does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(args, needle):
+    r = run(args)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_traceback():
+    r = run(["--debug", "eval", "/nonexistent/run"])
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_run_without_checkpoint_is_a_clear_error(tmp_path, trained_run):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    shutil.rmtree(copy / "checkpoints")
+    r = run(["eval", copy])
+    assert r.returncode == 2 and "no checkpoint" in r.stderr

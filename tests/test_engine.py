@@ -1,0 +1,84 @@
+"""Training engine: learning happens, checkpoints are atomic and complete, runs resume exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from recon.data.normalize import compute_normalization, normalize_scene
+from recon.engine import checkpoint as ckpt
+from recon.engine.trainer import Trainer, TrainerConfig
+from recon.eval.evaluate import evaluate
+from recon.methods import get_method
+from tests.helpers import blob_scene
+
+
+def _setup(tmp_path, max_steps=60, **trainer_kw):
+    scene = blob_scene()
+    scene = normalize_scene(scene, compute_normalization(scene))
+    cls = get_method("gs")
+    cfg = cls.config_cls(sh_degree=1, sh_degree_interval=20)
+    cfg.densify = dataclasses.replace(cfg.densify, refine_start=0.2, refine_stop=0.8, refine_every=10, reset_every=0)
+    method = cls(cfg, scene, max_steps, "cpu")
+    method.setup(scene)
+    tcfg = TrainerConfig(max_steps=max_steps, log_every=10, image_every=0, checkpoint_every=20, eval_at_end=False, **trainer_kw)
+    return scene, method, Trainer(tcfg, method, scene, tmp_path / "run")
+
+
+def test_training_improves_psnr_and_writes_checkpoints(tmp_path):
+    scene, method, trainer = _setup(tmp_path, max_steps=150)
+    before = evaluate(method, scene, "test", with_lpips=False)["psnr"]
+    trainer.train()
+    after = evaluate(method, scene, "test", with_lpips=False)["psnr"]
+    assert after > before + 5.0, (before, after)
+    files = ckpt.list_checkpoints(trainer.run_dir)
+    assert files and files[-1].name == "step-000150.pt"
+    assert len(files) <= trainer.config.keep_checkpoints
+    state = torch.load(files[-1], weights_only=True)  # no pickled objects
+    assert state["step"] == 150 and "optimizers" in state and "rng" in state
+    assert (trainer.run_dir / "training_curves.png").is_file()
+    # Densification ran through gsplat's strategy on the CPU path.
+    assert method.splats["means"].shape[0] != 400
+
+
+def test_resume_continues_exactly(tmp_path):
+    _, m_full, t_full = _setup(tmp_path / "a", max_steps=40)
+    t_full.train()
+    _, m_half, t_half = _setup(tmp_path / "b", max_steps=40)
+    t_half.config = dataclasses.replace(t_half.config, max_steps=20)
+    t_half.train()
+    # A fresh process would rebuild everything from the run directory: emulate with new objects.
+    _, m_res, t_res = _setup(tmp_path / "b", max_steps=40)
+    assert t_res.resume() and t_res.step == 20
+    t_res.train()
+    assert t_res.step == 40
+    for k in m_full.splats:
+        a, b = m_full.splats[k], m_res.splats[k]
+        assert a.shape == b.shape, k
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), k
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoints" / "step-000001.pt"
+    ckpt.atomic_save({"x": torch.ones(3)}, target)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        ckpt.atomic_save({"x": torch.zeros(3)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["x"], torch.ones(3))
+    assert [p.name for p in target.parent.iterdir()] == ["step-000001.pt"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    from recon.errors import ReconError
+
+    bad = tmp_path / "step-000005.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ReconError, match="corrupt"):
+        ckpt.load_checkpoint(bad)

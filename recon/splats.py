@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-SH_C0 = 0.28209479177387814
+from recon.render.sh import SH_C0  # noqa: E402  (one definition of the constant)
 
 
 def rgb_to_sh(rgb: Tensor) -> Tensor:
@@ -111,9 +111,12 @@ def random_points(n: int, center: Tensor, half_extent: float, seed: int = 0) -> 
 
 @dataclass
 class DensifyConfig:
-    """Adaptive density control (gsplat's ``DefaultStrategy``); step values are fractions of the run's length so
-    that short CPU runs and long GPU runs densify over the same part of training."""
+    """Density control through gsplat's strategies; step values are fractions of the run's length so that short CPU
+    runs and long GPU runs densify over the same part of training."""
 
+    strategy: str = "default"
+    """``default``: 3DGS adaptive density control (clone/split/prune, opacity reset); ``mcmc``: 3DGS-MCMC
+    (relocation of dead Gaussians, growth up to ``max_gaussians``, position noise, opacity/scale regularisers)."""
     grow_grad2d: float = 0.0002
     """Split/duplicate Gaussians whose mean 2D positional gradient exceeds this."""
     grow_scale3d: float = 0.01
@@ -133,18 +136,37 @@ class DensifyConfig:
     absgrad: bool = False
     """Use the absolute 2D gradient (AbsGS); pair with grow_grad2d ≈ 0.0008."""
     max_gaussians: int = 1_000_000
-    """Cap on the number of Gaussians (the least opaque are pruned beyond it); keeps CPU runs bounded."""
+    """Cap on the number of Gaussians (``default``: the least opaque are pruned beyond it; ``mcmc``: its cap_max)."""
+    mcmc_noise_lr: float = 5e5
+    """MCMC: scale of the position noise (× the means' learning rate)."""
+    mcmc_opacity_reg: float = 0.01
+    """MCMC: weight of the mean-opacity regulariser."""
+    mcmc_scale_reg: float = 0.01
+    """MCMC: weight of the mean-scale regulariser."""
 
 
 class Densifier:
-    """Thin wrapper around ``gsplat.strategy.DefaultStrategy`` with a Gaussian-count cap and checkpointable state."""
+    """Thin wrapper around gsplat's ``DefaultStrategy`` / ``MCMCStrategy`` with a Gaussian-count cap and
+    checkpointable state. MCMC's CUDA-only ops get torch twins on CPU (:mod:`recon.engine.mcmc_ops`)."""
 
     def __init__(self, cfg: DensifyConfig, scene_scale: float, max_steps: int):
-        from gsplat.strategy import DefaultStrategy
+        from gsplat.strategy import DefaultStrategy, MCMCStrategy
 
         self.cfg = cfg
         start = int(cfg.refine_start * max_steps)
         stop = int(cfg.refine_stop * max_steps)
+        if cfg.strategy == "mcmc":
+            from recon.engine import mcmc_ops
+
+            mcmc_ops.install()
+            self.strategy = MCMCStrategy(cap_max=cfg.max_gaussians, noise_lr=cfg.mcmc_noise_lr, refine_start_iter=start,
+                                         refine_stop_iter=stop, refine_every=cfg.refine_every, min_opacity=cfg.prune_opa)
+            self.state = self.strategy.initialize_state()
+            return
+        if cfg.strategy != "default":
+            from recon.errors import ReconError
+
+            raise ReconError(f"unknown densification strategy {cfg.strategy!r} (default, mcmc)")
         self.strategy = DefaultStrategy(
             prune_opa=cfg.prune_opa,
             grow_grad2d=cfg.grow_grad2d,
@@ -162,10 +184,24 @@ class Densifier:
     def check(self, splats, optimizers) -> None:
         self.strategy.check_sanity(splats, optimizers)
 
-    def pre_backward(self, splats, optimizers, step: int, info: dict) -> None:
-        self.strategy.step_pre_backward(splats, optimizers, self.state, step, info)
+    @property
+    def is_mcmc(self) -> bool:
+        return self.cfg.strategy == "mcmc"
 
-    def post_backward(self, splats, optimizers, step: int, info: dict, packed: bool = False) -> None:
+    def regularizer(self, splats) -> Tensor | float:
+        """MCMC's opacity and scale regularisers (0 for the default strategy)."""
+        if not self.is_mcmc:
+            return 0.0
+        return self.cfg.mcmc_opacity_reg * torch.sigmoid(splats["opacities"]).mean() + self.cfg.mcmc_scale_reg * torch.exp(splats["scales"]).mean()
+
+    def pre_backward(self, splats, optimizers, step: int, info: dict) -> None:
+        if not self.is_mcmc:
+            self.strategy.step_pre_backward(splats, optimizers, self.state, step, info)
+
+    def post_backward(self, splats, optimizers, step: int, info: dict, packed: bool = False, means_lr: float = 0.0) -> None:
+        if self.is_mcmc:
+            self.strategy.step_post_backward(splats, optimizers, self.state, step, info, lr=means_lr)
+            return
         self.strategy.step_post_backward(splats, optimizers, self.state, step, info, packed=packed)
         n = splats["means"].shape[0]
         if n > self.cfg.max_gaussians:
@@ -187,9 +223,9 @@ class Densifier:
 # ---------------------------------------------------------------------------- SH rotation (for exports)
 def _sh_basis(dirs: Tensor, degree: int) -> Tensor:
     """Real SH basis values [M, (degree+1)²] at unit directions [M, 3], in gsplat/3DGS ordering and signs."""
-    from recon.render.sh_basis import sh_basis
+    from recon.render.sh import _bases
 
-    return sh_basis(dirs, degree)
+    return torch.stack(_bases(degree, dirs), -1)
 
 
 def sh_rotation_matrix(rotation: Tensor, degree: int, samples: int = 512) -> Tensor:

@@ -39,8 +39,8 @@ def test_export_undoes_rotation_including_sh():
     # A colour seen from normalised direction d equals the exported colour seen from the data direction R^T d.
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
     d_data = d @ torch.as_tensor(R, dtype=torch.float32)  # rows: (R^T d)^T
-    c_norm = eval_sh(3, torch.cat([splats["sh0"], splats["shN"]], 1), d)
-    c_data = eval_sh(3, torch.cat([out["sh0"], out["shN"]], 1), d_data)
+    c_norm = eval_sh(3, d, torch.cat([splats["sh0"], splats["shN"]], 1))
+    c_data = eval_sh(3, d_data, torch.cat([out["sh0"], out["shN"]], 1))
     assert torch.allclose(c_norm, c_data, atol=1e-4)
     # Rotations: the exported covariance axes are the normalised ones rotated back.
     from scipy.spatial.transform import Rotation as Rot

@@ -73,10 +73,17 @@ class GaussianSplatting(Method):
 
     # ---------------------------------------------------------------- setup
     def setup(self, scene: SceneData) -> None:
-        cfg = self.config
         cams = scene.cameras[torch.from_numpy(scene.split("train"))]
         centers = cams.centers()
         self.scene_scale.fill_(float((centers - centers.mean(0)).norm(dim=1).max()) * 1.1 or 1.0)
+        pts, cols = self._initial_points(scene)
+        self.splats = sp.init_splats(pts.to(self.device_), cols.to(self.device_), self.config.sh_degree, self.config.init_opacity, self.config.init_scale)
+        self._build_optim()
+
+    def _initial_points(self, scene: SceneData) -> tuple[Tensor, Tensor]:
+        """Initial centres [P, 3] and colours [P, 3]: the data's points, or random ones in the scene box (or a cube
+        around the origin). Subclasses override this to place random points better."""
+        cfg = self.config
         use_points = cfg.init == "points" or (cfg.init == "auto" and scene.points is not None and len(scene.points) > 0)
         if use_points:
             if scene.points is None or len(scene.points) == 0:
@@ -85,16 +92,14 @@ class GaussianSplatting(Method):
                 raise ReconError("--model.init points needs a point cloud, and this data has none", scene.root)
             pts = torch.as_tensor(scene.points, dtype=torch.float32)
             cols = torch.as_tensor(scene.point_colors, dtype=torch.float32) if scene.point_colors is not None else torch.rand(len(pts), 3)
+        elif scene.aabb is not None:
+            lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
+            g = torch.Generator().manual_seed(0)
+            pts = lo + torch.rand(cfg.init_num_points, 3, generator=g) * (hi - lo)
+            cols = torch.rand(cfg.init_num_points, 3, generator=g)
         else:
-            if scene.aabb is not None:
-                lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
-                g = torch.Generator().manual_seed(0)
-                pts = lo + torch.rand(cfg.init_num_points, 3, generator=g) * (hi - lo)
-                cols = torch.rand(cfg.init_num_points, 3, generator=g)
-            else:
-                pts, cols = sp.random_points(cfg.init_num_points, torch.zeros(3), cfg.init_extent)
-        self.splats = sp.init_splats(pts.to(self.device_), cols.to(self.device_), cfg.sh_degree, cfg.init_opacity, cfg.init_scale)
-        self._build_optim()
+            pts, cols = sp.random_points(cfg.init_num_points, torch.zeros(3), cfg.init_extent)
+        return pts, cols
 
     def _lrs(self) -> dict[str, float]:
         c = self.config
@@ -121,8 +126,10 @@ class GaussianSplatting(Method):
             return self.config.sh_degree
         return min(step // max(self.config.sh_degree_interval, 1), self.config.sh_degree)
 
-    def rasterize(self, camera: Cameras, background: Tensor | None, sh_degree: int, render_mode: str = "RGB+ED", **kw):
-        s = self.splats
+    def rasterize(self, camera: Cameras, background: Tensor | None, sh_degree: int, render_mode: str = "RGB+ED", params: dict[str, Tensor] | None = None, **kw):
+        """Rasterize ``params`` (pre-activation Gaussians with gsplat's names; default: this model's ``splats``,
+        other methods pass e.g. deformed copies) into ``camera``."""
+        s = self.splats if params is None else params
         colors = torch.cat([s["sh0"], s["shN"]], 1)
         w, h = int(camera.widths[0]), int(camera.heights[0])
         return rasterize_gaussians(
@@ -151,7 +158,7 @@ class GaussianSplatting(Method):
         sp.set_lr(self._optimizers["means"], lr)
         colors, alphas, info = self.rasterize(batch.camera, batch.background, self._active_sh_degree(step), render_mode="RGB")
         rgb = colors[0, ..., :3]
-        loss = l1_dssim(rgb, batch.image, self.config.ssim_lambda)
+        loss = l1_dssim(rgb, batch.image, self.config.ssim_lambda) + self._densifier.regularizer(self.splats)
         self._info = info
         return {"loss": loss, "rgb": rgb.detach(), "info": info}
 
@@ -161,7 +168,8 @@ class GaussianSplatting(Method):
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
         # As in gsplat's trainer: gradient statistics and densification run after the optimizer step (the 2D-mean
         # gradient survives zero_grad because means2d is not a parameter).
-        self._densifier.post_backward(self.splats, self._optimizers, step, outputs["info"], packed=False)
+        self._densifier.post_backward(self.splats, self._optimizers, step, outputs["info"], packed=False,
+                                      means_lr=self._optimizers["means"].param_groups[0]["lr"])
         self._info = None
 
     def log_scalars(self) -> dict[str, float]:

@@ -128,7 +128,7 @@ def _run_trainer(cfg, method, scene, run_dir, console, viewer, viewer_port, resu
     if viewer:
         from recon.viewer.live import LiveViewer
 
-        live = LiveViewer(method, scene, port=viewer_port, console=console)
+        live = LiveViewer(method, scene, port=viewer_port, console=console, output_dir=Path(run_dir) / "renders" / "viewer")
     trainer = Trainer(cfg, method, scene, run_dir, console=console, viewer=live)
     if resume:
         trainer.resume()

@@ -1,0 +1,365 @@
+"""The viewer application: a viser server showing one method, for ``recon view RUN`` and live training.
+
+:class:`ViewerApp` wires the pieces together, generic over methods:
+
+- :mod:`.server` starts viser (next free port) and prints the URL and the SSH port-forward;
+- :mod:`.gui` builds the panels from what the method offers (``render_outputs``, ``is_dynamic``,
+  ``viewer_options()``, ``gaussians``, ``mesh``);
+- every connected browser gets a :class:`~.worker.RenderWorker` thread that renders its camera on demand through
+  :class:`~.render.ViewRenderer` and shows the result as the scene's background image;
+- :mod:`.scene_nodes` adds the training cameras (click to jump), client-side splats and meshes.
+
+Callbacks from viser never render; they ask a worker for a new frame and return.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from .camera import ViewCamera, from_camtoworld, look_at_point, scene_up, vertical_fov
+from .gui import RenderPanel, TrainingPanel, ViewPanel
+from .render import ViewRenderer
+from .scene_nodes import MeshNode, SplatNode, TrainingCameras
+from .server import start_server, stop_server
+from .worker import Frame, RenderWorker
+
+# A browser that leaves while its frame is being rendered makes viser warn once the frame is sent; that is normal.
+warnings.filterwarnings("ignore", message="Queued a BackgroundImageMessage on a closed connection")
+
+
+@dataclass
+class ClientView:
+    """Per-browser state: its render worker and the last frame it was sent."""
+
+    client: object
+    worker: RenderWorker
+    last_frame: Frame | None = None
+    last_view: ViewCamera | None = None
+    full_frames: int = 0  # full-resolution frames published (tests wait on this)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class ViewerApp:
+    """A running viewer for ``method`` (with the normalised ``scene`` it was trained on).
+
+    Args:
+        method: any :class:`~recon.methods.base.Method`.
+        scene: the normalised scene (training cameras, thumbnails, background).
+        host, port: where to listen (the next free port when ``port`` is taken).
+        console: where messages go.
+        output_dir: folder for "Save view as PNG" (None: the PNG is only offered as a browser download).
+        lock: lock held around every use of the method (shared with the training step when live).
+        max_side: initial full-size render resolution (default: 1024 on CUDA, 512 on CPU).
+        on_pause: when given, a training panel with a pause/resume button is shown; called with the new state.
+    """
+
+    def __init__(
+        self,
+        method,
+        scene,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 7007,
+        console: Console | None = None,
+        output_dir: Path | None = None,
+        lock=None,
+        max_side: int | None = None,
+        on_pause=None,
+        label: str = "recon",
+    ):
+        self.method = method
+        self.scene = scene
+        self.console = console or Console(stderr=True)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.lock = lock if lock is not None else threading.RLock()
+        self.renderer = ViewRenderer(method, self.lock)
+        self._clients: dict[int, ClientView] = {}
+        self._clients_lock = threading.Lock()
+        self._client_side = False  # splats rendered in the browser: server rendering paused
+        self._errors_seen: set[str] = set()
+        self._closed = False
+
+        self.server = start_server(host, port, self.console, label=label)
+        self.port = self.server.get_port()
+        device = getattr(method, "device_", torch.device("cpu"))
+        if max_side is None:
+            max_side = 1024 if torch.device(device).type == "cuda" else 512
+
+        # Start where the first training camera is, with the scene's up direction for the orbit controls.
+        cams = scene.cameras
+        train = np.asarray(scene.split("train"))
+        first = int(train[0])
+        fov0 = vertical_fov(cams, first)
+        up = scene_up(cams[train])
+        c2w = cams.camtoworlds[first].double().numpy()
+        target = look_at_point(c2w)
+        start = start_position(c2w[:3, 3], target, up)
+        self.server.scene.set_up_direction(tuple(float(u) for u in up))
+        self.server.initial_camera.position = tuple(start)
+        self.server.initial_camera.look_at = tuple(target)
+        self.server.initial_camera.up = tuple(float(u) for u in up)
+        self.server.initial_camera.fov = fov0
+
+        gui = self.server.gui
+        self.training_panel = TrainingPanel(gui, on_pause) if on_pause is not None else None
+        self.render_panel = RenderPanel(
+            gui, method, scene.background, math.degrees(fov0), max_side, on_change=self._settings_changed, on_fov=self._set_fov
+        )
+        self.view_panel = ViewPanel(
+            gui,
+            has_gaussians=callable(getattr(method, "gaussians", None)),
+            has_mesh=callable(getattr(method, "mesh", None)),
+            has_depth="depth" in self.renderer.outputs,
+        )
+        self.training_cameras = TrainingCameras(self.server, scene, self.jump_to_camera)
+        self.splats = SplatNode(self.server)
+        self.mesh = MeshNode(self.server)
+        # Sending splats can take a moment for large models: a latest-wins job thread, like the render workers.
+        self._splat_job = RenderWorker(lambda _low: self._send_splats(), lambda _f: None, name="recon-splats", on_error=self._report_error).start()
+        self._wire_view_panel()
+
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+
+    # ------------------------------------------------------------------ clients
+    def _connect(self, client) -> None:
+        cv = ClientView(client=client, worker=None)  # type: ignore[arg-type]
+        cv.worker = RenderWorker(
+            lambda low, cv=cv: self._render_for(cv, low),
+            lambda frame, cv=cv: self._publish(cv, frame),
+            name=f"recon-render-{client.client_id}",
+            on_error=lambda tb, client=client: self._report_error(tb, client),
+        )
+        with self._clients_lock:
+            self._clients[client.client_id] = cv
+        cv.worker.start()
+        client.camera.on_update(lambda _cam, cv=cv: cv.worker.request(moving=True))
+        cv.worker.request(moving=False)  # the first camera message arrived before this callback ran
+
+    def _disconnect(self, client) -> None:
+        with self._clients_lock:
+            cv = self._clients.pop(client.client_id, None)
+        if cv is not None:
+            cv.worker.stop(timeout=0.0)
+
+    @property
+    def clients(self) -> dict[int, ClientView]:
+        with self._clients_lock:
+            return dict(self._clients)
+
+    @property
+    def has_clients(self) -> bool:
+        return bool(self._clients)  # a dict's truth value is atomic; no lock needed on the training thread
+
+    def request_all(self, moving: bool = False) -> None:
+        """Re-render every client's view (settings changed, model changed)."""
+        for cv in self.clients.values():
+            cv.worker.request(moving=moving)
+
+    # ------------------------------------------------------------------ rendering
+    def _render_for(self, cv: ClientView, low: bool) -> Frame | None:
+        if self._client_side or self._closed:
+            return None
+        view = ViewCamera.from_handle(cv.client.camera)
+        panel = self.render_panel
+        side = int(panel.move_side.value if low else panel.max_side.value)
+        # Never render far beyond what the canvas can show (2x covers high-DPI screens).
+        side = min(side, 2 * max(view.width, view.height))
+        occlude = self.view_panel.occlude is not None and bool(self.view_panel.occlude.value)
+        image, depth = self.renderer.render_with_depth(view, side, panel.settings(), depth=occlude)
+        cv.last_view = view
+        return Frame(image=image, low=low, seconds=0.0, depth=depth)
+
+    def _publish(self, cv: ClientView, frame: Frame) -> None:
+        if self._client_side or self._closed or cv.client.client_id not in self._clients:
+            return  # splats mode, shutting down, or the browser left while we rendered
+        quality = int(self.render_panel.jpeg.value)
+        cv.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=min(quality, 60) if frame.low else quality, depth=frame.depth)
+        with cv.changed:
+            cv.last_frame = frame
+            if not frame.low:
+                cv.full_frames += 1
+            cv.changed.notify_all()
+
+    def _settings_changed(self) -> None:
+        # While the time slider plays, render at the "moving" size so playback stays fluid.
+        self.request_all(moving=self.render_panel.playing)
+        if self._client_side and self.render_panel.time is not None:
+            self._splat_job.request()
+
+    def _set_fov(self, fov: float) -> None:
+        for cv in self.clients.values():
+            cv.client.camera.fov = fov
+
+    def jump_to_camera(self, client, index: int) -> None:
+        """Move ``client``'s camera onto training view ``index`` (and its time, for dynamic scenes)."""
+        cams = self.scene.cameras
+        c2w = cams.camtoworlds[index].double().numpy()
+        wxyz, pos = from_camtoworld(c2w)
+        with client.atomic():
+            client.camera.position = pos
+            client.camera.wxyz = wxyz
+            client.camera.fov = vertical_fov(cams, index)
+        if cams.times is not None and self.render_panel.time is not None:
+            self.render_panel.time.value = float(cams.times[index])
+
+    def _report_error(self, tb: str, client=None) -> None:
+        last = tb.strip().splitlines()[-1]
+        if last not in self._errors_seen:  # each distinct error once, with its traceback
+            self._errors_seen.add(last)
+            self.console.print(f"[red]viewer: render failed[/]\n{tb}")
+        if client is not None:
+            try:
+                client.add_notification("Render failed", last, color="red", auto_close_seconds=8.0)
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ view panel
+    def _wire_view_panel(self) -> None:
+        vp = self.view_panel
+
+        @vp.save.on_click
+        def _(event) -> None:
+            client = event.client or next((cv.client for cv in self.clients.values()), None)
+            if client is not None:
+                self.save_view(client)
+
+        @vp.show_cameras.on_update
+        def _(_e) -> None:
+            self.training_cameras.set_visible(bool(vp.show_cameras.value))
+
+        if vp.occlude is not None:
+            vp.occlude.on_update(lambda _e: self.request_all())
+
+        if vp.splats is not None:
+
+            @vp.splats.on_update
+            def _(_e) -> None:
+                if vp.splats.value:
+                    self._splat_job.request()
+                else:
+                    self._client_side = False
+                    self.splats.hide()
+                    vp.info.content = ""
+                    self.request_all()
+
+        if vp.mesh is not None:
+
+            @vp.mesh.on_update
+            def _(_e) -> None:
+                if not vp.mesh.value:
+                    self.mesh.hide()
+                    return
+                vp.info.content = "extracting the mesh ..."
+                try:
+                    nv, nf = self.mesh.show(self.method, self.lock)
+                    vp.info.content = f"mesh: {nv:,} vertices, {nf:,} faces"
+                except Exception as exc:  # a method whose mesh extraction fails keeps the rest of the viewer
+                    vp.info.content = f"mesh failed: {type(exc).__name__}: {exc}"
+
+    def _send_splats(self) -> None:
+        vp = self.view_panel
+        if vp.splats is None or not vp.splats.value:
+            return None
+        settings = self.render_panel.settings()
+        n = self.splats.show(self.method, settings.time, self.lock)
+        first = not self._client_side
+        self._client_side = True
+        if first:
+            for cv in self.clients.values():
+                cv.client.scene.set_background_image(None)
+        vp.info.content = f"{n:,} splats rendered in the browser (view-independent colour)"
+        return None
+
+    def refresh_splats(self) -> None:
+        """Re-send the splats if they are shown (the model changed)."""
+        if self._client_side:
+            self._splat_job.request()
+
+    def save_view(self, client) -> Path | None:
+        """Render ``client``'s view at full resolution; write it to ``output_dir`` and offer it as a download."""
+        from recon.export.images import save_image
+
+        view = ViewCamera.from_handle(client.camera)
+        settings = self.render_panel.settings()
+        image = self.renderer.render(view, int(self.render_panel.max_side.value), settings)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+        name = f"view-{stamp}-{settings.output}.png"
+        path = None
+        if self.output_dir is not None:
+            path = self.output_dir / name
+            save_image(image.astype(np.float32) / 255.0, path)
+            self.console.print(f"[bold]viewer[/]: saved {path}")
+            client.add_notification("View saved", str(path), auto_close_seconds=5.0)
+        import imageio.v3 as iio
+
+        buf = io.BytesIO()
+        iio.imwrite(buf, image, extension=".png")
+        client.send_file_download(name, buf.getvalue())
+        return path
+
+    # ------------------------------------------------------------------ life cycle
+    def wait_for_full_frame(self, count: int = 1, timeout: float = 30.0) -> ClientView | None:
+        """Block until some client has received ``count`` full-resolution frames (tests, scripts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for cv in self.clients.values():
+                if cv.full_frames >= count:
+                    return cv
+            time.sleep(0.05)
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for cv in self.clients.values():
+            cv.worker.stop(timeout=2.0)
+        self._splat_job.stop(timeout=2.0)
+        self.training_cameras.close()
+        self.render_panel.close()
+        stop_server(self.server)
+
+
+def start_position(eye: np.ndarray, target: np.ndarray, up: np.ndarray, raise_deg: float = 20.0, back: float = 1.3) -> np.ndarray:
+    """Where the browser camera starts: the first training camera's view of ``target``, raised by ``raise_deg``
+    around it and moved ``back`` times further out, so that this camera's own frustum (and thumbnail) sit below
+    the line of sight instead of covering the model."""
+    v = np.asarray(eye, np.float64) - target
+    d = float(np.linalg.norm(v))
+    if d < 1e-9:
+        return np.asarray(eye, np.float64)
+    v /= d
+    side = np.asarray(up, np.float64) - float(np.dot(up, v)) * v
+    if np.linalg.norm(side) < 1e-6:  # looking straight down the up axis: just move back
+        return target + back * d * v
+    side /= np.linalg.norm(side)
+    a = math.radians(raise_deg)
+    return target + back * d * (math.cos(a) * v + math.sin(a) * side)
+
+
+def serve_run(run, host: str = "127.0.0.1", port: int = 7007, console: Console | None = None) -> None:
+    """``recon view RUN``: serve a loaded run (:class:`recon.engine.run.LoadedRun`) until Ctrl-C."""
+    console = console or Console(stderr=True)
+    app = None
+    try:
+        app = ViewerApp(run.method, run.scene, host=host, port=port, console=console, output_dir=Path(run.run_dir) / "renders" / "viewer", label=f"recon · {run.method.name}")
+        console.print(f"[bold]viewer[/]: {run.method.name} on {run.scene.name}, step {run.step}; Ctrl-C to stop")
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:  # Ctrl-C, also while starting up: a clean stop, exit code 0
+        pass
+    finally:
+        if app is not None:
+            app.close()

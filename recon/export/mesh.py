@@ -5,6 +5,11 @@ roughness in G and metallic in B (R = 255, no occlusion texture is emitted, so n
 The GLB is written here directly (JSON chunk + binary chunk) rather than through trimesh, whose exporter has had
 channel-packing bugs for metallic-roughness; the material is spelled out explicitly.
 
+When ``material_fn`` also returns ``normal`` (world space), a tangent-space ``normalTexture`` is baked (linear,
+``n * 0.5 + 0.5``, glTF / OpenGL convention: green = +Y = "up" in the image) and the GLB carries a ``TANGENT``
+attribute (VEC4, w = handedness) so viewers use the exact frames the map was baked in instead of regenerating them;
+the OBJ gets ``norm`` and ``map_Bump`` lines pointing at the same PNG.
+
     export_pbr_mesh("out/model.glb", verts, faces, material_fn, texture_size=1024, transform=T_data_from_train)
 """
 
@@ -22,7 +27,8 @@ from PIL import Image
 from recon.errors import ReconError
 from recon.export.textures import BakedMesh, bake_pbr_textures
 
-__all__ = ["export_pbr_mesh", "write_glb", "write_obj", "BakedMesh", "bake_pbr_textures", "pack_textures"]
+__all__ = ["export_pbr_mesh", "write_glb", "write_obj", "BakedMesh", "bake_pbr_textures", "pack_textures",
+           "encode_normal_map", "decode_normal_map"]
 
 
 def _linear_to_srgb_np(x: np.ndarray) -> np.ndarray:
@@ -34,16 +40,32 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def pack_textures(baked: BakedMesh) -> dict[str, np.ndarray]:
+def encode_normal_map(ts: np.ndarray) -> np.ndarray:
+    """Unit tangent-space normals [..., 3] -> 8-bit linear RGB ``round((n * 0.5 + 0.5) * 255)``."""
+    return _u8(np.asarray(ts, np.float64) * 0.5 + 0.5)
+
+
+def decode_normal_map(rgb: np.ndarray) -> np.ndarray:
+    """8-bit normal-map texels [..., 3] -> unit tangent-space normals [..., 3] (float64)."""
+    s = np.asarray(rgb, np.float64) / 255.0 * 2.0 - 1.0
+    return s / np.linalg.norm(s, axis=-1, keepdims=True).clip(1e-12)
+
+
+def pack_textures(baked: BakedMesh, normal: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """8-bit images: ``base_color`` [T, T, 3] sRGB; ``metallic_roughness`` [T, T, 3] (R=255, G=roughness, B=metallic);
-    ``roughness`` and ``metallic`` [T, T] (single-channel maps for OBJ)."""
+    ``roughness`` and ``metallic`` [T, T] (single-channel maps for OBJ); ``normal`` [T, T, 3] linear tangent-space
+    normal map, only when one was baked (``normal`` overrides ``baked.normal``, e.g. re-encoded for a transform)."""
     mr = np.stack([np.ones_like(baked.roughness), baked.roughness, baked.metallic], -1)
-    return {
+    out = {
         "base_color": _u8(_linear_to_srgb_np(baked.base_color)),
         "metallic_roughness": _u8(mr),
         "roughness": _u8(baked.roughness),
         "metallic": _u8(baked.metallic),
     }
+    normal = baked.normal if normal is None else normal
+    if normal is not None:
+        out["normal"] = encode_normal_map(normal)
+    return out
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -52,19 +74,48 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _apply_transform(baked: BakedMesh, transform) -> tuple[np.ndarray, np.ndarray]:
+def _baked_tangents(baked: BakedMesh) -> np.ndarray:
+    if baked.tangents is not None:
+        return baked.tangents
+    from recon.export.textures import vertex_tangents
+
+    return vertex_tangents(baked.verts, baked.faces, baked.uvs, baked.normals)
+
+
+def _apply_transform(baked: BakedMesh, transform):
+    """-> (verts [V, 3], unit normals [V, 3], unit tangents [V, 4], faces [F, 3], normal map or None) in the output
+    frame, float32 (faces int64). ``baked`` is left untouched."""
     v, n = baked.verts.astype(np.float64), baked.normals.astype(np.float64)
+    n = n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
+    tan = _baked_tangents(baked).astype(np.float64)
+    faces = baked.faces
     if transform is None:
-        return v.astype(np.float32), n.astype(np.float32)
+        return v.astype(np.float32), n.astype(np.float32), tan.astype(np.float32), faces, baked.normal
     T = transform.detach().cpu().numpy() if isinstance(transform, torch.Tensor) else np.asarray(transform, np.float64)
+    T = T.astype(np.float64)
     if T.shape != (4, 4):
         raise ReconError(f"export transform must be 4x4, got {T.shape}")
-    v = v @ T[:3, :3].T + T[:3, 3]
-    n = n @ np.linalg.inv(T[:3, :3])  # inverse transpose for normals
-    n /= np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
-    if np.linalg.det(T[:3, :3]) < 0:  # a mirroring transform flips the winding
-        baked.faces = baked.faces[:, ::-1].copy()
-    return v.astype(np.float32), n.astype(np.float32)
+    M = T[:3, :3]
+    bit = tan[:, 3:4] * np.cross(n, tan[:, :3])  # the bitangent the map was baked against, before the transform
+    v = v @ M.T + T[:3, 3]
+    n2 = n @ np.linalg.inv(M)  # inverse transpose for normals
+    n2 /= np.linalg.norm(n2, axis=-1, keepdims=True).clip(1e-12)
+    # tangents and bitangents are surface directions: they map with M; re-orthogonalize against the new normal and
+    # recompute the handedness (a mirroring transform flips it)
+    t2, b2 = tan[:, :3] @ M.T, bit @ M.T
+    t2 -= n2 * (n2 * t2).sum(-1, keepdims=True)
+    t2 /= np.linalg.norm(t2, axis=-1, keepdims=True).clip(1e-12)
+    w2 = np.where((np.cross(n2, t2) * b2).sum(-1) < 0, -1.0, 1.0)
+    if np.linalg.det(M) < 0:  # a mirroring transform flips the winding
+        faces = faces[:, ::-1].copy()
+    tan2 = np.concatenate([t2, w2[:, None]], -1)
+    nmap = baked.normal
+    G = M.T @ M
+    if nmap is not None and not np.allclose(G, np.eye(3) * np.trace(G) / 3, rtol=0, atol=1e-6 * np.trace(G)):
+        from recon.export.textures import reencode_normal_map
+
+        nmap = reencode_normal_map(baked, M, n2, tan2)
+    return v.astype(np.float32), n2.astype(np.float32), tan2.astype(np.float32), faces, nmap
 
 
 def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "recon_mesh") -> Path:
@@ -73,12 +124,15 @@ def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
     Args:
         path: output ``.glb``.
         baked: from ``bake_pbr_textures``.
-        transform: optional 4x4 applied to positions (and normals) first, e.g. back to the input data's frame.
+        transform: optional 4x4 applied to positions (and normals, tangents) first, e.g. back to the input data's
+            frame.
     """
     path = Path(path)
-    verts, normals = _apply_transform(baked, transform)
-    tex = pack_textures(baked)
+    verts, normals, tangents, faces, nmap = _apply_transform(baked, transform)
+    tex = pack_textures(baked, nmap)
     images = [_png(tex["base_color"]), _png(tex["metallic_roughness"])]
+    if "normal" in tex:
+        images.append(_png(tex["normal"]))
     chunks: list[bytes] = []
     views, accessors = [], []
     offset = 0
@@ -109,8 +163,11 @@ def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
     ARRAY, ELEMENT, FLOAT, UINT = 34962, 34963, 5126, 5125
     a_pos = add_accessor(np.ascontiguousarray(verts, np.float32), FLOAT, "VEC3", ARRAY, minmax=True)
     a_nrm = add_accessor(np.ascontiguousarray(normals, np.float32), FLOAT, "VEC3", ARRAY)
-    a_uv = add_accessor(np.ascontiguousarray(baked.uvs, np.float32), FLOAT, "VEC2", ARRAY)
-    idx = np.ascontiguousarray(baked.faces.reshape(-1), np.uint32)
+    attributes = {"POSITION": a_pos, "NORMAL": a_nrm}
+    if "normal" in tex:
+        attributes["TANGENT"] = add_accessor(np.ascontiguousarray(tangents, np.float32), FLOAT, "VEC4", ARRAY)
+    attributes["TEXCOORD_0"] = add_accessor(np.ascontiguousarray(baked.uvs, np.float32), FLOAT, "VEC2", ARRAY)
+    idx = np.ascontiguousarray(faces.reshape(-1), np.uint32)
     acc = {"bufferView": add_view(idx.tobytes(), ELEMENT), "componentType": UINT, "count": int(idx.size),
            "type": "SCALAR"}
     accessors.append(acc)
@@ -120,28 +177,31 @@ def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
     if pad:
         chunks.append(b"\x00" * pad)
         offset += pad
+    material = {
+        "name": f"{name}_material",
+        "pbrMetallicRoughness": {
+            "baseColorTexture": {"index": 0, "texCoord": 0},
+            "metallicRoughnessTexture": {"index": 1, "texCoord": 0},
+            "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
+            "metallicFactor": 1.0,
+            "roughnessFactor": 1.0,
+        },
+        "doubleSided": False,
+    }
+    if "normal" in tex:
+        material["normalTexture"] = {"index": 2, "texCoord": 0, "scale": 1.0}
     gltf = {
         "asset": {"version": "2.0", "generator": "recon"},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": name}],
         "meshes": [{"name": name, "primitives": [{
-            "attributes": {"POSITION": a_pos, "NORMAL": a_nrm, "TEXCOORD_0": a_uv},
+            "attributes": attributes,
             "indices": a_idx, "material": 0, "mode": 4}]}],
-        "materials": [{
-            "name": f"{name}_material",
-            "pbrMetallicRoughness": {
-                "baseColorTexture": {"index": 0, "texCoord": 0},
-                "metallicRoughnessTexture": {"index": 1, "texCoord": 0},
-                "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
-                "metallicFactor": 1.0,
-                "roughnessFactor": 1.0,
-            },
-            "doubleSided": False,
-        }],
+        "materials": [material],
         "samplers": [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}],
         "images": [{"bufferView": v, "mimeType": "image/png"} for v in img_views],
-        "textures": [{"sampler": 0, "source": 0}, {"sampler": 0, "source": 1}],
+        "textures": [{"sampler": 0, "source": i} for i in range(len(images))],
         "accessors": accessors,
         "bufferViews": views,
         "buffers": [{"byteLength": offset}],
@@ -162,17 +222,22 @@ def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
 
 def write_obj(path: str | Path, baked: BakedMesh, transform=None, name: str = "recon_mesh") -> Path:
     """Write ``name.obj`` + ``.mtl`` + PNG textures: ``map_Kd`` (sRGB base colour), ``map_Pr`` / ``map_Pm`` (linear
-    roughness / metallic, the PBR extension read by Blender, tinyobjloader and assimp). OBJ texture coordinates have
-    their origin at the bottom-left, hence ``1 - v``."""
+    roughness / metallic, the PBR extension read by Blender, tinyobjloader and assimp) and, with a baked normal map,
+    ``norm`` (PBR extension) plus ``map_Bump`` (what older readers look for) naming the same tangent-space PNG. OBJ
+    texture coordinates have their origin at the bottom-left, hence ``1 - v``; OBJ carries no tangents, so readers
+    regenerate them (MikkTSpace in Blender), which matches the baked frames up to interpolation details."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    verts, normals = _apply_transform(baked, transform)
-    tex = pack_textures(baked)
+    verts, normals, _, faces, nmap = _apply_transform(baked, transform)
+    tex = pack_textures(baked, nmap)
     stem = path.stem
     files = {"map_Kd": f"{stem}_basecolor.png", "map_Pr": f"{stem}_roughness.png", "map_Pm": f"{stem}_metallic.png"}
     Image.fromarray(tex["base_color"]).save(path.parent / files["map_Kd"])
     Image.fromarray(tex["roughness"]).save(path.parent / files["map_Pr"])
     Image.fromarray(tex["metallic"]).save(path.parent / files["map_Pm"])
+    if "normal" in tex:
+        files["norm"] = files["map_Bump"] = f"{stem}_normal.png"
+        Image.fromarray(tex["normal"]).save(path.parent / files["norm"])
     mtl = path.with_suffix(".mtl")
     mtl.write_text(
         f"newmtl {name}\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\nPr 1.000\nPm 1.000\nd 1.0\nillum 2\n"
@@ -186,7 +251,7 @@ def write_obj(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
     np.savetxt(buf, uv, fmt="vt %.7g %.7g")
     np.savetxt(buf, normals, fmt="vn %.6f %.6f %.6f")
     buf.write(f"usemtl {name}\n")
-    f1 = baked.faces + 1
+    f1 = faces + 1
     np.savetxt(buf, np.repeat(f1, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
     path.write_text(buf.getvalue())
     return path
@@ -207,7 +272,8 @@ def export_pbr_mesh(
     Args:
         path: output file.
         verts: [V, 3]; faces: [F, 3] (training frame).
-        material_fn: ``points [P, 3] -> dict(base_color [P, 3] linear, roughness, metallic)``.
+        material_fn: ``points [P, 3] -> dict(base_color [P, 3] linear, roughness, metallic, normal [P, 3] optional)``;
+            a returned ``normal`` (unit, world space, training frame) is baked into a tangent-space normal map.
         texture_size: texture resolution.
         transform: optional 4x4 mapping the training frame to the input data's frame.
         normals: optional [V, 3] vertex normals.

@@ -32,6 +32,7 @@ def render_pbr_mesh(
     uvs: Tensor | None = None,
     uv_faces: Tensor | None = None,
     supersample: int = 1,
+    tangents: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Render a PBR mesh under an environment light.
 
@@ -40,10 +41,14 @@ def render_pbr_mesh(
         viewmats: [C, 4, 4] world-to-camera; Ks: [C, 3, 3].
         material: callable receiving ``{"position": [P, 3], "uv": [P, 2] (if uvs given), "normal": [P, 3]}`` for the
             covered pixels and returning ``{"base_color": [P, 3] linear, "roughness": [P, 1], "metallic": [P, 1]}``.
+            With ``tangents``, the query also holds ``"tangent"`` [P, 4] and ``"vertex_normal"`` [P, 3] (interpolated,
+            *not* flipped towards the viewer) for decoding normal maps. An optional returned ``"normal"`` [P, 3]
+            (world space, outward) replaces the interpolated normal for shading.
         light: pre-integrated environment (``prepare_split_sum``).
         normals: [V, 3] shading normals (area-weighted vertex normals when None).
         uvs, uv_faces: optional texture coordinates [T, 2] and their faces [F, 3] (``faces`` when None).
         supersample: render at this factor and box-filter down (plus edge antialiasing).
+        tangents: optional [V, 4] vertex tangents (xyz, handedness w), indexed like ``uvs``.
     Returns:
         dict of [C, H, W, *]: ``rgb`` (linear, premultiplied by coverage), ``alpha`` [.., 1], ``albedo`` (linear base
         colour), ``roughness``, ``metallic``, ``normal`` (world, unit), ``depth`` [.., 1] (0 = background).
@@ -54,16 +59,24 @@ def render_pbr_mesh(
     normals = vertex_normals(verts, faces) if normals is None else normals
     frags = rasterize(verts, faces, viewmats, Ks_s, width * s, height * s)
     mask = frags.mask[..., 0]
-    n = torch.nn.functional.normalize(interpolate(normals, frags)[..., 0, :], dim=-1, eps=1e-12)
+    n0 = torch.nn.functional.normalize(interpolate(normals, frags)[..., 0, :], dim=-1, eps=1e-12)
     pos = interpolate(verts, frags)[..., 0, :]
     cam_pos = -torch.einsum("cji,cj->ci", viewmats[:, :3, :3], viewmats[:, :3, 3])  # [C, 3]
     view = torch.nn.functional.normalize(cam_pos[:, None, None] - pos, dim=-1)
     # shade with normals facing the viewer (thin or open surfaces seen from behind)
-    n = torch.where((n * view).sum(-1, keepdim=True) < 0, -n, n)
+    back = (n0 * view).sum(-1, keepdim=True) < 0
+    n = torch.where(back, -n0, n0)
     query = {"position": pos[mask], "normal": n[mask]}
     if uvs is not None:
         query["uv"] = interpolate(uvs, frags, uv_faces if uv_faces is not None else faces)[..., 0, :][mask]
+    if tangents is not None:
+        query["tangent"] = interpolate(tangents, frags, uv_faces if uv_faces is not None else faces)[..., 0, :][mask]
+        query["vertex_normal"] = n0[mask]
     mat = material(query)
+    if mat.get("normal") is not None:  # e.g. from a normal map: outward normal, flipped like the interpolated one
+        ns = torch.nn.functional.normalize(mat["normal"].to(n.dtype), dim=-1, eps=1e-12)
+        n = n.clone()
+        n[mask] = torch.where(back[mask], -ns, ns)
     out_sel = shade_split_sum(n[mask], view[mask], mat["base_color"], mat["roughness"], mat["metallic"], light)
     C, H, W = mask.shape
 

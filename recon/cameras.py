@@ -372,6 +372,24 @@ def undistort_image(image: Tensor, cameras: Cameras, index: int) -> tuple[Tensor
     return out, pinhole
 
 
+def camera_focus(camtoworlds: Tensor | np.ndarray) -> np.ndarray:
+    """The point closest (least squares) to all optical axes [3]: what a capture around an object looks at.
+
+    Args:
+        camtoworlds: [N, 4, 4] OpenCV camera-to-world matrices.
+    """
+    c2w = np.asarray(camtoworlds.detach().cpu() if isinstance(camtoworlds, Tensor) else camtoworlds, dtype=np.float64)
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for o, d in zip(c2w[:, :3, 3], c2w[:, :3, 2]):
+        P = np.eye(3) - np.outer(d, d) / max(float(d @ d), 1e-12)
+        A += P
+        b += P @ o
+    if np.linalg.matrix_rank(A) < 3:  # parallel axes (e.g. one camera): fall back to the centres' mean
+        return c2w[:, :3, 3].mean(0)
+    return np.linalg.solve(A, b)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """OpenCV camera-to-world [4, 4] looking from ``eye`` at ``target`` with world ``up`` (image y points down)."""
     eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))

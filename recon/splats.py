@@ -101,10 +101,11 @@ def resize_like(splats: nn.ParameterDict, state_dict: dict[str, Tensor], prefix:
             splats[name] = nn.Parameter(torch.empty_like(state_dict[key], device=splats[name].device))
 
 
-def random_points(n: int, center: Tensor, half_extent: float, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """``n`` uniform points in a cube and random colours (the 3DGS initialisation for data without points)."""
+def random_points(n: int, center: Tensor, half_extent: Tensor | float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``n`` uniform points in a box (centre [3], half-sizes [3] or a scalar) and random colours (the 3DGS
+    initialisation for data without points)."""
     g = torch.Generator().manual_seed(seed)
-    pts = (torch.rand(n, 3, generator=g) * 2 - 1) * half_extent + center.cpu()
+    pts = (torch.rand(n, 3, generator=g) * 2 - 1) * torch.as_tensor(half_extent).cpu() + center.cpu()
     cols = torch.rand(n, 3, generator=g)
     return pts, cols
 

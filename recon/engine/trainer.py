@@ -51,6 +51,9 @@ class TrainerConfig:
     background: Literal["auto", "random", "white", "black"] = "auto"
     """Background behind RGBA training images: auto = random for RGBA data (teaches transparency), the data's
     own otherwise."""
+    threads: int = 0
+    """CPU threads for torch and recon's kernels (0: torch's default, all cores). On a machine busy with other
+    work, 1 is often faster: idle-waiting worker threads stall every small operation."""
     eval_at_end: bool = True
     """Evaluate the test split when training ends and write metrics.json."""
 
@@ -175,6 +178,8 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def train(self) -> dict:
         cfg = self.config
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         if self.step == 0:  # fresh run: seed everything (a resumed run restores the RNG states instead)
             seed_everything(cfg.seed)
         from torch.utils.tensorboard import SummaryWriter
@@ -193,6 +198,7 @@ class Trainer:
         session_start = time.perf_counter()
         elapsed_at_start = self.elapsed
         ema_loss, ema_psnr = None, None
+        last_log = time.perf_counter()
         columns = [
             TextColumn("[bold blue]{task.description}"),
             BarColumn(),
@@ -245,7 +251,13 @@ class Trainer:
                         rate = (self.step - s_rate) / (now - t_rate)
                         t_rate, s_rate = now, self.step
                         extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.method.log_scalars().items())
-                        progress.update(task, rate=f"{rate:.2f}", info=f"loss={ema_loss:.4f} psnr={ema_psnr or 0:.2f} {extra}")
+                        info = f"loss={ema_loss:.4f} psnr={ema_psnr or 0:.2f} {extra}"
+                        progress.update(task, rate=f"{rate:.2f}", info=info)
+                        if not self.console.is_terminal and now - last_log > 30:
+                            # Logs and CI have no live bar: a plain line every 30 s instead.
+                            left = (cfg.max_steps - self.step) / max(rate, 1e-9)
+                            self.console.print(f"step {self.step}/{cfg.max_steps} {rate:.2f} it/s ETA {left / 60:.1f} min {info}", highlight=False)
+                            last_log = now
                     progress.update(task, completed=self.step)
                     if self.viewer is not None:
                         self.viewer.after_step(self.step, {"loss": ema_loss, "psnr": ema_psnr, **self.method.log_scalars()})

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from recon.cameras import Cameras, look_at
+from recon.cameras import Cameras, camera_focus, look_at
 from recon.errors import ReconError
 from recon.export.images import colormap, save_image, write_video
 
@@ -24,15 +24,7 @@ def orbit_cameras(template: Cameras, train_c2w: torch.Tensor, n: int) -> Cameras
     centers = c2w[:, :3, 3]
     up = -c2w[:, :3, 1].mean(0)  # OpenCV y points down
     up /= np.linalg.norm(up)
-    # Focus: the point closest to all optical axes (least squares).
-    dirs = c2w[:, :3, 2]
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for o, d in zip(centers, dirs):
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ o
-    focus = np.linalg.lstsq(A, b, rcond=None)[0]
+    focus = camera_focus(c2w)
     rel = centers - focus
     height = float((rel @ up).mean())
     radius = float(np.linalg.norm(rel - np.outer(rel @ up, up), axis=1).mean())

@@ -29,8 +29,10 @@ class GSConfig(MethodConfig):
     (points when the data has them)."""
     init_num_points: int = 100_000
     """Number of random initial points."""
-    init_extent: float = 0.5
-    """Half-size of the random-initialisation cube, in normalised scene units, when the data has no box."""
+    init_extent: float = 0.33
+    """Half-size of the random-initialisation cube, as a fraction of the cameras' mean distance to the point they
+    look at (3DGS uses ±1.3 around Blender scenes seen from 4.03). Kept clear of the cameras: Gaussians right in
+    front of a lens cover its whole image and stall training."""
     init_opacity: float = 0.1
     """Initial opacity."""
     init_scale: float = 1.0
@@ -92,14 +94,25 @@ class GaussianSplatting(Method):
                 raise ReconError("--model.init points needs a point cloud, and this data has none", scene.root)
             pts = torch.as_tensor(scene.points, dtype=torch.float32)
             cols = torch.as_tensor(scene.point_colors, dtype=torch.float32) if scene.point_colors is not None else torch.rand(len(pts), 3)
-        elif scene.aabb is not None:
-            lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
-            g = torch.Generator().manual_seed(0)
-            pts = lo + torch.rand(cfg.init_num_points, 3, generator=g) * (hi - lo)
-            cols = torch.rand(cfg.init_num_points, 3, generator=g)
         else:
-            pts, cols = sp.random_points(cfg.init_num_points, torch.zeros(3), cfg.init_extent)
+            pts, cols = sp.random_points(cfg.init_num_points, *self._random_init_box(scene))
         return pts, cols
+
+    def _random_init_box(self, scene: SceneData) -> tuple[Tensor, Tensor]:
+        """Centre [3] and half-sizes [3] of the random-initialisation box: a cube around the point the training
+        cameras look at, clipped to the data's scene box when it has one."""
+        from recon.cameras import camera_focus
+
+        c2w = scene.cameras.camtoworlds[torch.from_numpy(scene.split("train"))]
+        focus = torch.as_tensor(camera_focus(c2w), dtype=torch.float32)
+        half = self.config.init_extent * float((c2w[:, :3, 3] - focus).norm(dim=1).mean())
+        lo, hi = focus - half, focus + half
+        if scene.aabb is not None:
+            a_lo, a_hi = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
+            c_lo, c_hi = torch.maximum(lo, a_lo), torch.minimum(hi, a_hi)
+            if (c_hi > c_lo).all():  # else the box and the cameras disagree: trust the cameras
+                lo, hi = c_lo, c_hi
+        return (lo + hi) / 2, (hi - lo) / 2
 
     def _lrs(self) -> dict[str, float]:
         c = self.config

@@ -72,7 +72,7 @@ def test_render_orbit_and_export(trained_run, tmp_path):
 
 def test_hard_kill_then_resume(tmp_path):
     proc = subprocess.Popen(
-        RECON + ["train", "--method", "gs", "demo:static", "--max-steps", "400", "--output-dir", str(tmp_path), "--trainer.checkpoint-every", "20", "--trainer.eval-at-end", "False"],
+        RECON + ["train", "--method", "gs", "demo:static", "--max-steps", "400", "--output-dir", str(tmp_path), "--trainer.checkpoint-every", "20", "--trainer.no-eval-at-end"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 300
@@ -80,6 +80,7 @@ def test_hard_kill_then_resume(tmp_path):
     while time.time() < deadline and not ckpts:
         time.sleep(0.5)
         ckpts = list(tmp_path.glob("*/gs/*/checkpoints/step-*.pt"))
+        assert proc.poll() is None, proc.communicate()[1][-2000:]  # it must still be training
     assert ckpts, "no checkpoint appeared"
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
@@ -100,6 +101,7 @@ def test_ctrl_c_writes_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("*/gs/*/tensorboard")):
         time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

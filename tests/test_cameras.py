@@ -1,5 +1,7 @@
 """Camera conventions: projection vs rays, distortion round trips, pose checks, normalisation."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,23 @@ def test_undistort_image_straightens_a_distorted_line():
     straight = pinhole.project(pts)[0][0, :, 0]
     assert straight.std() < 1e-3  # the pinhole projection of the line is a vertical line
     assert (xs.float() + 0.5 - straight.mean()).abs().max() < 2.0
+
+
+def test_undistort_scene_gives_pinhole_cameras_and_straight_images():
+    from recon.data.scene import ArrayImages, SceneData
+    from recon.data.undistort import undistort_scene
+
+    cams = Cameras.create(look_at(np.array([0, -3.0, 0]), np.zeros(3))[None], 60, 60, 40, 40, 80, 80, model="opencv", distortion=[0.3, 0.1, 0, 0, 0, 0])
+    zs = torch.linspace(-1.0, 1.0, 80)
+    pts = torch.stack([torch.full_like(zs, -1.5), torch.zeros_like(zs), zs], -1)
+    px, _ = cams.project(pts)
+    img = np.zeros((80, 80, 3), np.float32)
+    for u, v in px[0]:
+        img[int(v), int(u)] = 1.0
+    scene = SceneData("t", "test", Path("."), cams, ArrayImages(img[None]), {"train": np.array([0])})
+    und = undistort_scene(scene)
+    assert und.cameras.is_pinhole and not scene.cameras.is_pinhole
+    out = und.image(0)
+    ys, xs = np.nonzero(out[..., 0] > 0.2)
+    straight = und.cameras.project(pts)[0][0, :, 0]
+    assert np.abs(xs + 0.5 - float(straight.mean())).max() < 2.0

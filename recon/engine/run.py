@@ -57,8 +57,10 @@ def load_data(data: DataConfig, method_name: str) -> SceneData:
     if str(data.path).startswith("demo:"):
         return load_demo(str(data.path)[5:])
     from recon.data import load_scene
+    from recon.data.undistort import undistort_scene
 
-    return load_scene(Path(data.path), format=data.format, downscale=data.downscale, test_every=data.test_every)
+    # recon's rasterizers render pinhole images: distorted captures are resampled once, lazily, on load.
+    return undistort_scene(load_scene(Path(data.path), format=data.format, downscale=data.downscale, test_every=data.test_every))
 
 
 def build_method(method_name: str, model_cfg, scene: SceneData | None, max_steps: int, device: torch.device):

@@ -75,3 +75,27 @@ def test_splat_file_layout(tmp_path):
     assert np.allclose(a, b)
     q = (raw["rot"].astype(np.float32) - 128) / 128
     assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=0.03)
+
+
+def test_exported_ply_loads_into_visers_gaussian_splat_node(tmp_path):
+    import viser
+
+    from recon.viewer.splats import viser_splats
+
+    scene = blob_scene()
+    m = _method(scene)
+    path = write_ply(m.gaussians(), tmp_path / "s.ply")
+    arrays = viser_splats(read_ply(path))
+    n = len(arrays["centers"])
+    assert n > 0 and arrays["covariances"].shape == (n, 3, 3) and arrays["rgbs"].shape == (n, 3)
+    import socket
+
+    with socket.socket() as sock:  # a free port on loopback
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    try:
+        handle = server.scene.add_gaussian_splats("/splats", **arrays)
+        assert handle is not None
+    finally:
+        server.stop()

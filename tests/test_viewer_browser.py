@@ -368,3 +368,66 @@ def test_browser_live_training_pause_and_follow(run, tmp_path):
         thread.join(timeout=60)
         assert not thread.is_alive()
         run.method.eval()
+
+
+@pytest.fixture(scope="module")
+def dynamic_run(tmp_path_factory):
+    """A short swift4d run on the built-in dynamic demo (every dynamic Gaussian method must show its time slider)."""
+    from rich.console import Console
+
+    from recon.engine.run import DataConfig, load_run, start_training
+    from recon.engine.trainer import TrainerConfig
+    from recon.methods import get_method
+
+    out = tmp_path_factory.mktemp("viewer-dynamic-run")
+    cls = get_method("swift4d")
+    cfg = TrainerConfig(max_steps=150, eval_at_end=False, image_every=0, log_every=50)
+    run_dir = start_training("swift4d", DataConfig(path="demo:dynamic"), cfg, cls.config_cls(), out, device="cpu", console=Console(stderr=True, quiet=True))
+    return load_run(run_dir, device="cpu")
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_time_slider_on_a_dynamic_run(dynamic_run, tmp_path):
+    """A dynamic method's run: the page shows a Time slider, and moving it changes what the browser shows (the
+    server renders the new time and the screenshot follows)."""
+    from rich.console import Console
+
+    from recon.viewer.app import ViewerApp
+
+    run = dynamic_run
+    assert run.method.is_dynamic
+    shots = Path(os.environ.get("RECON_VIEWER_SHOTS", tmp_path))
+    app = ViewerApp(run.method, run.scene, port=free_port(), console=Console(stderr=True, width=200))
+    browser = None
+    try:
+        assert app.render_panel.time is not None
+        app.render_panel.jpeg.value = 95
+        app.view_panel.show_cameras.value = False
+        # Look from the test camera (camera 0 sees the moving objects).
+        browser = Chromium.start()
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
+        browser.wait_for(f"!!{_label('Time')}")  # the slider is in the page
+        cv = settled_frame(app)
+        app.render_panel.time.value = 0.0
+        cv = settled_frame(app, after=cv.full_frames)
+        time.sleep(1.5)
+        a = browser.screenshot(shots / "viewer_time0.png").astype(np.float32)
+        frame_a = cv.last_frame.image.astype(np.float32)
+        n = cv.full_frames
+        app.render_panel.time.value = 0.6
+        cv = settled_frame(app, after=n)
+        time.sleep(1.5)
+        b = browser.screenshot(shots / "viewer_time06.png").astype(np.float32)
+        frame_b = cv.last_frame.image.astype(np.float32)
+        assert frame_a.shape == frame_b.shape
+        # The server rendered a different scene state, and the browser shows it.
+        assert np.abs(frame_a - frame_b).max() > 40, "the render did not change with time"
+        ys, xs = view_region(b)
+        expected = expected_on_canvas(cv.last_frame.image, b.shape[:2])
+        assert np.abs(b[ys, xs] - expected[ys, xs]).mean() < 6.0
+        assert np.abs(a - b).max() > 40, "the browser did not follow the time slider"
+    finally:
+        if browser is not None:
+            browser.close()
+        app.close()

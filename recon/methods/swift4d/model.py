@@ -1,0 +1,444 @@
+"""Swift4D: 3DGS canonical stage, a learned per-Gaussian dynamic score, then a 4D hash deformation of the dynamic
+Gaussians only (gaussian_methods.md §1; our choices where paper and code disagree are in the README-like notes of
+each setting in :mod:`.config`).
+
+Stages (:class:`~recon.methods.swift4d.config.Stages`):
+
+1. **canonical** - vanilla 3DGS (the ``gs`` method's parameters, optimizers, densification) on frame 0 of every
+   training camera, 2 views per step. Monocular data (one camera per time, D-NeRF) has no "frame 0 of every
+   camera": a handful of frames near t = 0 from a moving camera cannot pin down the geometry, so the canonical stage
+   uses *all* training frames and fits the time-averaged static scene; the fine stage then explains the
+   differences.
+2. **d-score** - only the per-Gaussian scalar ``d`` (init 0) is optimised: it is splatted as a one-channel feature
+   with detached geometry and no background, and sigmoid(composite) is fitted with BCE to per-view change masks
+   (:mod:`.masks`). One canonical-pool view per step, Adam lr 0.05. Gaussians with d > ζ = 7 are dynamic.
+3. **fine** - ``d`` is frozen (it gets no gradient; it stays in the ParameterDict so that gsplat's densification
+   copies it to children). Dynamic Gaussians inside the field's box pass through the 4D hash field + MLP heads
+   (deltas on the raw parameters); static ones are rendered exactly as they are; both are rasterized together.
+   The field has its own Adam with exponential decay. 2 views per step (their times evaluated in one field call).
+   The reference's five heads by default; ``--model.appearance-deltas off`` keeps only the geometric ones.
+
+Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
+pruning (max α·T over training views and times < 0.02, :func:`recon.render.gaussian_weights.gaussian_max_weights`).
+
+``--model.all-dynamic True`` is the baseline that deforms every Gaussian (no d-score stage).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon import splats as sp
+from recon.cameras import Cameras
+from recon.data.scene import SceneData
+from recon.engine.losses import l1_dssim
+from recon.engine.schedules import exponential_decay
+from recon.errors import ReconError
+from recon.methods import register
+from recon.methods.base import Batch
+from recon.methods.gs.model import GaussianSplatting
+from recon.methods.swift4d import masks as mk
+from recon.methods.swift4d.config import Stages, Swift4DConfig
+from recon.methods.swift4d.field import DeformationField
+from recon.render.gaussian_weights import gaussian_max_weights
+from recon.render.gaussians import rasterize_gaussians
+
+_GAUSSIAN_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
+#: The reference's d-score stage can move d by about lr x steps = 0.05 x 3000 = 150 (>> ζ = 7).
+_DSCORE_REACH = 150.0
+
+
+class _Views:
+    """Training views the method draws itself (the trainer hands over one per step; Swift4D wants two, and
+    stage-dependent pools). Images are kept on the device after first use, like the trainer's loader."""
+
+    def __init__(self, scene: SceneData, device: torch.device):
+        self.scene = scene
+        self.device = device
+        self.cameras = scene.cameras.to(device)
+        self._cache: dict[int, Tensor] = {}
+
+    def image(self, index: int, background: Tensor) -> Tensor:
+        """[H, W, 3] target, RGBA composited over ``background`` [3]."""
+        if index not in self._cache:
+            self._cache[index] = torch.from_numpy(np.ascontiguousarray(self.scene.image(index))).to(self.device)
+        img = self._cache[index]
+        if img.shape[-1] == 4:
+            return img[..., :3] * img[..., 3:] + background * (1 - img[..., 3:])
+        return img[..., :3]
+
+    def time(self, index: int) -> float:
+        return float(self.scene.cameras.times[index])
+
+
+@register
+class Swift4D(GaussianSplatting):
+    name = "swift4d"
+    description = "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"
+    config_cls = Swift4DConfig
+    render_outputs = ("rgb", "alpha", "depth", "dynamic_mask")
+    export_kinds = ("ply", "splat")
+    is_dynamic = True
+
+    def __init__(self, config: Swift4DConfig, scene: SceneData | None, max_steps: int, device):
+        super().__init__(config, scene, max_steps, device)
+        self.config: Swift4DConfig = config
+        self.stages = Stages.of(config, max_steps)
+        if scene is not None and not scene.is_dynamic:
+            raise ReconError("swift4d needs dynamic data (frames with times: D-NeRF, N3DV video, demo:dynamic)", scene.root)
+        self.scene = scene
+        self._views = _Views(scene, self.device_) if scene is not None else None
+        train = scene.split("train") if scene is not None else np.zeros(0, np.int64)
+        times = scene.cameras.times[torch.from_numpy(train)] if scene is not None else torch.tensor([0.0, 1.0])
+        # Fields filled at the start of the fine stage; buffers so that checkpoints carry them.
+        self.register_buffer("time_range", torch.stack([times.min(), times.max()]).float())
+        self.register_buffer("box_min", torch.zeros(3))
+        self.register_buffer("box_max", torch.ones(3))
+        self.register_buffer("field_log2", torch.tensor(config.log2_hashmap_size))
+        self.register_buffer("fine_ready", torch.tensor(False))
+        self._n_times = int(torch.unique(times).numel()) if scene is not None else None
+        self._pools(scene)
+        mode = config.appearance_deltas
+        if mode not in ("auto", "on", "off"):
+            raise ReconError(f"--model.appearance-deltas must be auto, on or off (got {mode!r})")
+        self.appearance_deltas = mode == "on" or (mode == "auto" and self.multiview)
+        self.field = self._make_field(config.log2_hashmap_size)
+        self._field_opt: torch.optim.Optimizer | None = None
+        self._masks: dict[int, Tensor] | None = None  # view index -> bool [H, W] (d-score stage)
+        self._mask_share: float | None = None
+        self._infos: list[dict] = []
+
+    # ---------------------------------------------------------------- data pools
+    def _pools(self, scene: SceneData | None) -> None:
+        """Which views each stage draws from. Multi-view video: canonical/d-score use frame 0 of every training
+        camera. Monocular (no camera ids, or one frame per camera): every training frame."""
+        if scene is None:
+            self.multiview, self.train_pool, self.canonical_pool = False, [], []
+            return
+        train = [int(i) for i in scene.split("train")]
+        self.train_pool = train
+        self.multiview = False
+        self.frames_per_camera: dict[int, list[int]] = {}
+        if scene.camera_ids is not None:
+            key = scene.frame_ids if scene.frame_ids is not None else scene.cameras.times.numpy()
+            for i in train:
+                self.frames_per_camera.setdefault(int(scene.camera_ids[i]), []).append(i)
+            for cam, idx in self.frames_per_camera.items():
+                idx.sort(key=lambda i: float(key[i]))
+            self.multiview = max(len(v) for v in self.frames_per_camera.values()) > 1
+        if self.multiview:
+            self.canonical_pool = [idx[0] for idx in self.frames_per_camera.values()]
+            self._camera_of = {i: int(scene.camera_ids[i]) for i in train}
+        else:
+            self.canonical_pool = list(train)
+
+    def _make_field(self, log2: int) -> DeformationField:
+        cap = self._n_times if self.config.time_resolution_cap else None
+        return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas).to(self.device_)
+
+    # ---------------------------------------------------------------- setup
+    def _initial_points(self, scene: SceneData) -> tuple[Tensor, Tensor]:
+        """gs's initialisation, except that data with neither points nor a box (D-NeRF) gets its random points in
+        the cube the training cameras look at: centred on the least-squares intersection of their optical axes,
+        half-size = mean distance to it x tan(half field of view) (the visible extent at that depth)."""
+        cfg = self.config
+        if cfg.init == "points" or scene.aabb is not None or (cfg.init == "auto" and scene.points is not None and len(scene.points)):
+            return super()._initial_points(scene)
+        cams = scene.cameras[torch.from_numpy(scene.split("train"))]
+        c2w = cams.camtoworlds.double()
+        o, d = c2w[:, :3, 3], F.normalize(c2w[:, :3, 2], dim=-1)  # OpenCV: +z is the viewing direction
+        P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [C, 3, 3] projectors
+        A, b = P.sum(0), (P @ o[:, :, None]).sum(0)
+        try:
+            center = torch.linalg.solve(A, b)[:, 0]
+        except RuntimeError:  # parallel axes: no intersection
+            center = o.mean(0)
+        dist = (o - center).norm(dim=-1).mean()
+        Ks = cams.Ks().double()
+        tan_half = torch.maximum(cams.widths.double() / (2 * Ks[:, 0, 0]), cams.heights.double() / (2 * Ks[:, 1, 1])).mean()
+        half = float(dist * tan_half)
+        return sp.random_points(cfg.init_num_points, center.float(), half)
+
+    def _lrs(self) -> dict[str, float]:
+        return {**super()._lrs(), "d": self.config.dscore_lr}
+
+    def _build_optim(self) -> None:
+        # d joins the ParameterDict (zero-initialised) so that gsplat's densification clones/splits/prunes it with
+        # the other attributes; it has its own Adam (the strategy wants one per parameter), which only ever steps
+        # in the d-score stage because d has no gradient anywhere else.
+        if "d" not in self.splats:
+            n = self.splats["means"].shape[0]
+            self.splats["d"] = torch.nn.Parameter(torch.zeros(n, device=self.device_))
+        super()._build_optim()
+        self._field_opt = torch.optim.Adam(self.field.parameters(), lr=self.config.field_lr, eps=1e-15)
+
+    def optimizers(self):
+        return {**self._optimizers, "field": self._field_opt}
+
+    # ---------------------------------------------------------------- the split and the deformation
+    def dynamic(self) -> Tensor:
+        """bool [N]: the Gaussians the field deforms (d > ζ; all in all-dynamic mode)."""
+        if self.config.all_dynamic:
+            return torch.ones(self.splats["means"].shape[0], dtype=torch.bool, device=self.device_)
+        return self.splats["d"].detach() > self.config.dynamic_threshold
+
+    def _deformed_ids(self) -> Tensor:
+        """long [M]: dynamic Gaussians inside the field's box (the others pass through unchanged)."""
+        m = self.splats["means"].detach()
+        inside = ((m >= self.box_min) & (m <= self.box_max)).all(-1)
+        return torch.nonzero(self.dynamic() & inside).squeeze(-1)
+
+    def deformed(self, times: Sequence[float | None]) -> list[dict[str, Tensor]]:
+        """Pre-activation Gaussians at each time (differentiable; one field call for all times).
+
+        Returns a list (one per time) of {means [N,3], scales [N,3], quats [N,4], opacities [N], sh0 [N,1,3],
+        shN [N,K-1,3]}. Rows of non-deformed Gaussians are the canonical parameters themselves (bit-identical).
+        Before the fine stage (or with time None) every entry is the canonical set.
+        """
+        s = self.splats
+        canonical = {k: s[k] for k in _GAUSSIAN_KEYS}
+        ids = self._deformed_ids() if bool(self.fine_ready) else None
+        if ids is None or ids.numel() == 0 or all(t is None for t in times):
+            return [canonical for _ in times]
+        M = ids.numel()
+        # The grid is keyed on where the canonical Gaussian is; it is not a path for position gradients.
+        x = ((s["means"].detach()[ids] - self.box_min) / (self.box_max - self.box_min).clamp_min(1e-9)).clamp(0, 1)
+        lo, hi = float(self.time_range[0]), float(self.time_range[1])
+        # Times outside the training range (D-NeRF lego: val covers 0..1, train 0.16..0.95) hold the nearest
+        # trained state rather than querying never-trained grid cells.
+        ts = [min(max(float(t if t is not None else lo), lo), hi) for t in times]
+        inp = torch.cat([torch.cat([x, x.new_full((M, 1), t)], 1) for t in ts], 0)  # [T*M, 4]
+        delta = self.field(inp)
+        K = s["sh0"].shape[1] + s["shN"].shape[1]
+        out = []
+        for k, t in enumerate(times):
+            if t is None:
+                out.append(canonical)
+                continue
+            dl = {name: v[k * M : (k + 1) * M] for name, v in delta.items()}
+            p = dict(canonical)
+            p["means"] = s["means"].index_copy(0, ids, s["means"][ids] + dl["xyz"])
+            p["scales"] = s["scales"].index_copy(0, ids, s["scales"][ids] + dl["scale"])
+            p["quats"] = s["quats"].index_copy(0, ids, s["quats"][ids] + dl["rotation"])
+            if "opacity" in dl:
+                dsh = dl["sh"].reshape(M, K, 3)
+                p["opacities"] = s["opacities"].index_copy(0, ids, s["opacities"][ids] + dl["opacity"][:, 0])
+                p["sh0"] = s["sh0"].index_copy(0, ids, s["sh0"][ids] + dsh[:, :1])
+                p["shN"] = s["shN"].index_copy(0, ids, s["shN"][ids] + dsh[:, 1:])
+            out.append(p)
+        return out
+
+    def _start_fine(self) -> None:
+        """Freeze the split: box of the deformed Gaussians' centres, table size, a fresh field and its Adam."""
+        cfg = self.config
+        m = self.splats["means"].detach()
+        dyn = self.dynamic()
+        pts = m[dyn] if bool(dyn.any()) else m
+        lo, hi = pts.min(0).values, pts.max(0).values
+        pad = (hi - lo).clamp_min(1e-6) * cfg.box_padding
+        self.box_min.copy_(lo - pad)
+        self.box_max.copy_(hi + pad)
+        log2 = cfg.log2_hashmap_size
+        if cfg.auto_hashmap:
+            log2 = int(min(max(math.ceil(math.log2(max(2 * int(dyn.sum()), 1))), 12), cfg.log2_hashmap_size))
+        self.field_log2.fill_(log2)
+        self.field = self._make_field(log2)
+        self._field_opt = torch.optim.Adam(self.field.parameters(), lr=cfg.field_lr, eps=1e-15)
+        self.fine_ready.fill_(True)
+
+    # ---------------------------------------------------------------- training
+    def _rng(self, step: int) -> np.random.Generator:
+        # Stateless per-step randomness: a resumed run draws the same extra views.
+        return np.random.default_rng([step, 7])
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        stage = self.stages.at(step)
+        if stage == "dscore":
+            return self._dscore_step(batch, step)
+        if stage == "fine" and not bool(self.fine_ready):
+            self._start_fine()
+        cfg = self.config
+        means_lr = self._lrs()["means"]
+        sp.set_lr(self._optimizers["means"], exponential_decay(step, means_lr, means_lr * cfg.means_lr_final_ratio, self.max_steps))
+        if stage == "fine":
+            k, n = step - self.stages.dscore_end, max(self.max_steps - self.stages.dscore_end, 1)
+            sp.set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
+        pool = self.canonical_pool if stage == "canonical" else self.train_pool
+        rng = self._rng(step)
+        first = batch.index if batch.index in self._pool_set(stage) else int(rng.choice(pool))
+        views = [first] + [int(v) for v in rng.choice(pool, max(cfg.views_per_step - 1, 0))]
+        times = [None] * len(views) if stage == "canonical" else [self._views.time(v) for v in views]
+        params = self.deformed(times)
+        sh = self._active_sh_degree(step)
+        loss, infos, rgb0 = 0.0, [], None
+        for v, p in zip(views, params):
+            cam = self._views.cameras[v]
+            colors, _, info = self.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
+            rgb = colors[0, ..., :3]
+            target = batch.image if v == batch.index else self._views.image(v, batch.background)
+            loss = loss + l1_dssim(rgb, target, cfg.ssim_lambda) / len(views)
+            infos.append(info)
+            rgb0 = rgb if rgb0 is None else rgb0
+        loss = loss + self._densifier.regularizer(self.splats)  # MCMC's regularisers (0 with the default strategy)
+        self._infos = infos
+        out = {"loss": loss, "infos": infos}
+        if views[0] == batch.index:
+            out["rgb"] = rgb0.detach()
+        return out
+
+    def _pool_set(self, stage: str) -> set:
+        key = "_set_" + stage
+        if not hasattr(self, key):
+            setattr(self, key, set(self.canonical_pool if stage in ("canonical", "dscore") else self.train_pool))
+        return getattr(self, key)
+
+    def _dscore_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        if self._masks is None:
+            self._masks = self.change_masks()
+            self._mask_share = mk.mask_coverage(self._masks.values())
+        k, n = step - self.stages.canonical_end, max(self.stages.dscore_end - self.stages.canonical_end, 1)
+        lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
+        sp.set_lr(self._optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
+        view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step).choice(self.canonical_pool))
+        logits = self._splat_d(self._views.cameras[view], {k: self.splats[k] for k in _GAUSSIAN_KEYS}, detach_geometry=True)
+        loss = F.binary_cross_entropy_with_logits(logits, self._masks[view].float())
+        return {"loss": loss, "dscore_bce": loss.detach()}
+
+    def _splat_d(self, camera: Cameras, p: dict[str, Tensor], detach_geometry: bool) -> Tensor:
+        """[H, W] raw composite sum_i d_i α_i T_i (no background term: empty pixels give logit 0)."""
+        g = (lambda t: t.detach()) if detach_geometry else (lambda t: t)  # noqa: E731
+        w, h = int(camera.widths[0]), int(camera.heights[0])
+        out, _, _ = rasterize_gaussians(
+            g(p["means"]), g(p["quats"]), torch.exp(g(p["scales"])), torch.sigmoid(g(p["opacities"])),
+            self.splats["d"][:, None], camera.viewmats(), camera.Ks(), w, h, sh_degree=None, backgrounds=None,
+            render_mode="RGB", near_plane=self.config.near_plane, far_plane=self.config.far_plane,
+            rasterize_mode="antialiased" if self.config.antialiased else "classic",
+        )  # fmt: skip
+        return out[0, ..., 0]
+
+    @torch.no_grad()
+    def change_masks(self) -> dict[int, Tensor]:
+        """Pseudo ground truth of the d-score stage: view index -> bool [H, W] on the device (see :mod:`.masks`)."""
+        cfg = self.config
+        width = int(self.scene.cameras.widths[self.canonical_pool[0]])
+        ksize = mk.blur_kernel_size(width, cfg.mask_blur)
+        if self.multiview:
+            per_cam = mk.multiview_masks(self.scene, self.frames_per_camera, cfg.mask_threshold, ksize)
+            return {i: per_cam[self._camera_of[i]].to(self.device_) for i in self.canonical_pool}
+        bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device_)
+        out = {}
+        for i in self.canonical_pool:
+            colors, _, _ = self.rasterize(self._views.cameras[i], bg, self.config.sh_degree, render_mode="RGB")
+            out[i] = mk.residual_masks(colors[:1, ..., :3], self._views.image(i, bg)[None], cfg.mono_mask_threshold, ksize)[0]
+        return out
+
+    def before_backward(self, step: int, outputs: dict) -> None:
+        if "infos" in outputs:
+            for info in outputs["infos"]:
+                self._densifier.pre_backward(self.splats, self._optimizers, step, info)
+
+    def after_optimizer_step(self, step: int, outputs: dict) -> None:
+        stage = self.stages.at(step)
+        infos = outputs.get("infos")
+        if infos:
+            # Densification statistics of all views of the step at once, as one batched gsplat render would give
+            # them (n_cameras = number of views: the loss is their mean).
+            merged = dict(infos[0])
+            grads = [i["means2d"].grad for i in infos]
+            absgrads = [getattr(i["means2d"], "absgrad", None) for i in infos]
+            ok = all(g is not None for g in grads)
+            merged["means2d"] = _GradHolder(torch.cat(grads, 0), torch.cat(absgrads, 0) if all(a is not None for a in absgrads) else None) if ok else None
+            merged["radii"] = torch.cat([i["radii"] for i in infos], 0)
+            merged["n_cameras"] = len(infos)
+            if merged["means2d"] is not None:
+                self._densifier.post_backward(self.splats, self._optimizers, step, merged, packed=False,
+                                              means_lr=self._optimizers["means"].param_groups[0]["lr"])
+        self._infos = []
+        every = int(round(self.config.importance_every * self.max_steps))
+        s1 = step + 1
+        # (Not with MCMC densification: it recycles dead Gaussians itself, and its state is not per-Gaussian.)
+        if stage != "dscore" and every > 0 and s1 < self.max_steps and (s1 % every == 0 or s1 == self.stages.canonical_end) \
+                and not self._densifier.is_mcmc:
+            self.prune_unimportant()
+
+    @torch.no_grad()
+    def max_weights(self) -> Tensor:
+        """[N] max over (a spread subset of) training views and their times of each Gaussian's α·T."""
+        stage_canonical = not bool(self.fine_ready)
+        pool = self.canonical_pool if stage_canonical else self.train_pool
+        cap = self.config.importance_max_views
+        views = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(cap, len(pool))).round().astype(int)]
+        by_time: dict[float | None, list[int]] = {}
+        for v in views:
+            by_time.setdefault(None if stage_canonical else self._views.time(v), []).append(v)
+        N = self.splats["means"].shape[0]
+        best = torch.zeros(N, device=self.device_)
+        cams = self._views.cameras
+        for t, vs in by_time.items():
+            p = self.deformed([t])[0]
+            sub = cams[torch.tensor(vs)]
+            w = gaussian_max_weights(
+                p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), sub.viewmats(), sub.Ks(),
+                int(sub.widths[0]), int(sub.heights[0]), near_plane=self.config.near_plane, far_plane=self.config.far_plane,
+                antialiased=self.config.antialiased,
+            )  # fmt: skip
+            best = torch.maximum(best, w)
+        return best
+
+    @torch.no_grad()
+    def prune_unimportant(self) -> int:
+        """Temporal-importance pruning (§1.4): drop Gaussians whose max α·T is below the threshold."""
+        from gsplat.strategy.ops import remove
+
+        low = self.max_weights() < self.config.importance_threshold
+        n = int(low.sum())
+        if 0 < n < low.numel():
+            remove(self.splats, self._optimizers, self._densifier.state, low)
+            return n
+        return 0
+
+    def log_scalars(self) -> dict[str, float]:
+        n = self.splats["means"].shape[0]
+        dyn = int(self.dynamic().sum()) if n else 0
+        out = {"num_gaussians": float(n), "static_share": (n - dyn) / max(n, 1)}
+        if getattr(self, "_mask_share", None) is not None:
+            out["mask_share"] = float(self._mask_share)  # share of change-mask pixels (d-score targets)
+        return out
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None, **options) -> dict[str, Tensor]:
+        bg = background if background is not None else torch.zeros(3, device=self.device_)
+        p = self.deformed([time])[0]
+        colors, alphas, _ = self.rasterize(camera, bg.to(self.device_), self._active_sh_degree(None), render_mode="RGB+ED", params=p)
+        out = {"rgb": colors[0, ..., :3].clamp(0, 1), "alpha": alphas[0], "depth": colors[0, ..., 3:4]}
+        if "dynamic_mask" in outputs:
+            out["dynamic_mask"] = torch.sigmoid(self._splat_d(camera, p, detach_geometry=True))[..., None]
+        return {k: out[k] for k in outputs if k in out}
+
+    @torch.no_grad()
+    def gaussians(self, time: float | None = None) -> dict[str, Tensor]:
+        """Pre-activation Gaussians (gsplat names, normalised frame) at ``time`` (canonical for None)."""
+        return {k: v.detach() for k, v in self.deformed([time])[0].items()}
+
+    # ---------------------------------------------------------------- state
+    def resize_for_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        log2 = state_dict.get("field_log2")
+        if log2 is not None and int(log2) != int(self.field_log2):
+            self.field_log2.fill_(int(log2))
+            self.field = self._make_field(int(log2))
+        super().resize_for_state_dict(state_dict)
+
+
+class _GradHolder:
+    """Stands in for ``info["means2d"]`` when merging views: gsplat's strategy only reads ``.grad``."""
+
+    def __init__(self, grad: Tensor, absgrad: Tensor | None = None):
+        self.grad = grad
+        self.absgrad = absgrad

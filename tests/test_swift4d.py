@@ -1,0 +1,261 @@
+"""Swift4D: change masks, the monocular substitute, the max-weight pass, the static/dynamic split on the dynamic
+demo, deformation of dynamic Gaussians only, all-dynamic mode, exports, checkpoint round trip, CLI end to end.
+
+One short CLI run on demo:dynamic (module fixture) feeds the tests that need a trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recon.methods.swift4d import masks as mk
+
+RECON = [sys.executable, "-m", "recon.cli"]
+
+
+# ------------------------------------------------------------------------------------------------ masks
+def _moving_square_video(T=8, H=32, W=48, size=6):
+    """A white square moving left to right along row band [12, 18) over a grey, textured-but-static background."""
+    rng = np.random.default_rng(0)
+    bg = 0.3 + 0.2 * rng.random((H, W, 3))
+    frames, xs = [], []
+    for t in range(T):
+        f = bg.copy()
+        x = 4 + t * 4
+        f[12 : 12 + size, x : x + size] = 1.0
+        frames.append(f.astype(np.float32))
+        xs.append(x)
+    return frames, xs, size
+
+
+def test_temporal_std_mask_on_moving_square():
+    frames, xs, size = _moving_square_video()
+    m = mk.temporal_std_mask(frames, threshold=0.02, ksize=mk.blur_kernel_size(48, 31, 1352))
+    assert m.shape == (32, 48) and m.dtype == torch.bool
+    path = np.zeros((32, 48), bool)
+    for x in xs:
+        path[12 : 12 + size, x : x + size] = True
+    assert m[torch.from_numpy(path)].all()  # everywhere the square passes
+    far = np.ones((32, 48), bool)
+    far[8:22, :] = False  # rows well away from the square's band (blur radius 1 px at this width)
+    assert not m[torch.from_numpy(far)].any()
+    # The std is the population std over time, averaged over RGB.
+    std = mk.temporal_std(frames)
+    assert torch.allclose(std, torch.from_numpy(np.stack(frames).std(0).mean(-1)).float(), atol=1e-5)
+
+
+def test_blur_kernel_scales_with_width():
+    assert mk.blur_kernel_size(1352) == 31
+    assert mk.blur_kernel_size(200) == 5 and mk.blur_kernel_size(96) == 3
+    assert mk.blur_kernel_size(2704) == 63
+    img = torch.zeros(21, 21)
+    img[10, 10] = 1.0
+    b = mk.gaussian_blur(img, 5)
+    assert abs(float(b.sum()) - 1.0) < 1e-5 and b[10, 10] == b.max()
+
+
+def test_monocular_residual_substitute():
+    """A static fit converges to the temporal average; its residual marks exactly where the scene moves."""
+    frames, xs, size = _moving_square_video()
+    video = torch.from_numpy(np.stack(frames))
+    static_fit = video.mean(0, keepdim=True).expand_as(video)  # what a static model fitted to all frames renders
+    m = mk.residual_masks(static_fit, video, threshold=0.06, ksize=3)
+    assert m.shape == (8, 32, 48)
+    for t, x in enumerate(xs):
+        assert m[t, 12 : 12 + size, x : x + size].all()  # the square where it is now
+        assert not m[t, :8].any() and not m[t, 22:].any()  # static rows
+
+
+def test_monocular_pools_use_all_frames(shared_data):
+    """D-NeRF (one camera per time): the canonical and d-score stages use every training frame."""
+    from recon.data import load_scene
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_scene(shared_data / "dnerf_lego")
+    m = Swift4D(Swift4DConfig(), scene, 1000, "cpu")
+    assert not m.multiview and sorted(m.canonical_pool) == sorted(int(i) for i in scene.split("train"))
+    lo, hi = m.time_range.tolist()
+    assert 0.15 < lo < 0.17 and 0.94 < hi < 0.96  # train times only (val spans 0..1)
+
+
+# ------------------------------------------------------------------------------------------------ max weights
+def test_gaussian_max_weights_matches_brute_force():
+    from recon.render.gaussian_weights import gaussian_max_weights
+    from recon.render.gaussians import project_gaussians
+
+    g = torch.Generator().manual_seed(0)
+    N, W, H = 40, 24, 18
+    means = torch.randn(N, 3, generator=g) * 0.4 + torch.tensor([0.0, 0.0, 3.0])
+    quats = torch.randn(N, 4, generator=g)
+    scales = torch.rand(N, 3, generator=g) * 0.2 + 0.02
+    opac = torch.rand(N, generator=g) * 0.9 + 0.05
+    viewmats = torch.eye(4)[None]
+    Ks = torch.tensor([[[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]]])
+    got = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H, max_pairs=200)  # forces bands
+
+    radii, m2d, depth, conic, o, _ = project_gaussians(means, quats, scales, opac, viewmats, Ks, W, H)
+    vis = (radii[0] > 0).all(-1)
+    order = [i for i in torch.argsort(depth[0], stable=True).tolist() if vis[i]]
+    want = torch.zeros(N, dtype=torch.float64)
+    for py in range(H):
+        for px in range(W):
+            T = 1.0
+            for i in order:
+                dx, dy = float(m2d[0, i, 0]) - (px + 0.5), float(m2d[0, i, 1]) - (py + 0.5)
+                a, b, c = conic[0, i].tolist()
+                sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+                alpha = min(0.999, float(o[0, i]) * np.exp(-sigma))
+                if sigma < 0 or alpha < 1 / 255:
+                    continue
+                if T * (1 - alpha) <= 1e-4:
+                    break
+                want[i] = max(want[i], alpha * T)
+                T *= 1 - alpha
+    assert torch.allclose(got.double(), want, atol=1e-5), (got - want).abs().max()
+    assert (want > 0).sum() > 10
+
+
+# ------------------------------------------------------------------------------------------------ trained run
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """`recon train --method swift4d` on demo:dynamic, short: 45 canonical + 75 d-score + 30 fine steps."""
+    out = tmp_path_factory.mktemp("swift4d")
+    args = ["train", "--method", "swift4d", "demo:dynamic", "--max-steps", "150", "--output-dir", out,
+            "--trainer.image-every", "0", "--model.canonical-fraction", "0.3", "--model.dscore-min-steps", "75",
+            "--model.importance-every", "0.5"]  # fmt: skip
+    r = subprocess.run(RECON + [str(a) for a in args], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_run):
+    from recon.engine.run import load_run
+
+    return load_run(trained_run, device="cpu")
+
+
+def test_cli_run_writes_metrics_with_per_time_psnr(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["num_images"] == 24 and len(metrics["per_time_psnr"]) == 24
+    assert metrics["psnr"] > 17
+    assert 0.0 < metrics["static_share"] < 1.0 and metrics["num_gaussians"] > 1000
+
+
+def _object_distance(scene, transform, means: torch.Tensor) -> torch.Tensor:
+    """Distance (data units) from each Gaussian centre to the nearest moving object's surface at t = 0."""
+    objs = scene.ground_truth["objects"]
+    surf = []
+    np.random.seed(0)  # trimesh's surface sampling
+    for name, o in objs.items():
+        pts = np.asarray(o["mesh"].sample(3000))
+        if "transforms" in o:
+            T = o["transforms"][0]
+            pts = pts @ T[:3, :3].T + T[:3, 3]
+        else:  # the flag: world vertices per frame
+            mesh = o["mesh"].copy()
+            mesh.vertices = o["vertices"][0]
+            pts = np.asarray(mesh.sample(3000))
+        surf.append(pts)
+    surf = torch.from_numpy(np.concatenate(surf)).float()
+    data_means = torch.as_tensor(transform.invert_points(means.double().numpy())).float()
+    return torch.cdist(data_means, surf).min(1).values
+
+
+def test_split_puts_moving_objects_in_dynamic(loaded):
+    from recon.demo import load_demo
+
+    m = loaded.method
+    dyn = m.dynamic()
+    dist = _object_distance(load_demo("dynamic"), loaded.transform, m.splats["means"].detach())
+    on, far = dist < 0.05, dist > 0.6
+    assert on.sum() > 20 and far.sum() > 500
+    assert dyn[on].float().mean() > 0.6, float(dyn[on].float().mean())
+    assert dyn[far].float().mean() < 0.1, float(dyn[far].float().mean())
+
+
+def _perturbed_copy(method):
+    """Non-trivial field deltas whatever the training did (the heads' last layers start at zero)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for head in method.field.heads.heads.values():
+            head.linears[-1].weight.normal_(0, 0.05)
+            head.linears[-1].bias.normal_(0, 0.05)
+
+
+def test_static_gaussians_untouched_and_exports_differ_only_for_dynamic(loaded):
+    m = loaded.method
+    state = {k: v.clone() for k, v in m.field.state_dict().items()}
+    try:
+        _perturbed_copy(m)
+        ids = m._deformed_ids()
+        dyn = torch.zeros(m.splats["means"].shape[0], dtype=torch.bool)
+        dyn[ids] = True
+        assert dyn.any() and (~dyn).any()
+        a, b = m.gaussians(time=0.1), m.gaussians(time=0.9)
+        for k in ("means", "scales", "quats", "opacities", "sh0", "shN"):
+            assert torch.equal(a[k][~dyn], m.splats[k].detach()[~dyn]), k  # bit-identical static rows
+            assert torch.equal(a[k][~dyn], b[k][~dyn]), k
+            diff = (a[k] != b[k]).reshape(a[k].shape[0], -1).any(1)
+            assert not diff[~dyn].any(), k
+        assert ((a["means"] != b["means"]).any(1) == dyn).float().mean() > 0.99
+    finally:
+        m.field.load_state_dict(state)
+
+
+def test_export_ply_at_a_time(loaded, tmp_path):
+    from recon.export import export_run
+    from recon.export.splats import read_ply
+
+    p = export_run(loaded, "ply", output=tmp_path / "t.ply", time=0.5)
+    g = read_ply(p)
+    assert g["means"].shape[0] == loaded.method.splats["means"].shape[0]
+
+
+def test_checkpoint_round_trip_renders_identically(trained_run, loaded):
+    """metrics.json was computed by the in-memory model at the end of training; the reloaded model matches it."""
+    from recon.eval.evaluate import evaluate
+
+    ref = json.loads((trained_run / "metrics.json").read_text())
+    m = evaluate(loaded.method, loaded.scene, "test", with_lpips=False)
+    for r0, r1 in zip(ref["per_image"], m["per_image"]):
+        assert abs(r0["psnr"] - r1["psnr"]) < 1e-4
+    out = loaded.method.render(loaded.scene.cameras[0], time=0.5, outputs=("rgb", "alpha", "depth", "dynamic_mask"))
+    assert set(out) == {"rgb", "alpha", "depth", "dynamic_mask"} and out["dynamic_mask"].shape == (96, 96, 1)
+
+
+def test_all_dynamic_mode_deforms_everything():
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(all_dynamic=True), scene, 100, "cpu")
+    m.setup(scene)
+    assert m.stages.canonical_end == m.stages.dscore_end  # no d-score stage
+    m._start_fine()
+    _perturbed_copy(m)
+    a, b = m.gaussians(time=0.0), m.gaussians(time=1.0)
+    assert bool(m.dynamic().all()) and m.log_scalars()["static_share"] == 0.0
+    assert (a["means"] != b["means"]).any(1).float().mean() > 0.99
+
+
+def test_geometry_only_deltas_keep_appearance():
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(all_dynamic=True, appearance_deltas="off"), scene, 100, "cpu")
+    m.setup(scene)
+    m._start_fine()
+    _perturbed_copy(m)
+    a = m.gaussians(time=0.3)
+    for k in ("opacities", "sh0", "shN"):
+        assert torch.equal(a[k], m.splats[k].detach()), k
+    assert not torch.equal(a["means"], m.splats["means"].detach())

@@ -409,16 +409,16 @@ def test_browser_time_slider_on_a_dynamic_run(dynamic_run, tmp_path):
         browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
         browser.wait_for(f"!!{_label('Time')}")  # the slider is in the page
         cv = settled_frame(app)
-        app.render_panel.time.value = 0.0
+        app.render_panel.time.value = 0.2  # a change from the initial 0.0 (an unchanged value renders nothing)
         cv = settled_frame(app, after=cv.full_frames)
         time.sleep(1.5)
-        a = browser.screenshot(shots / "viewer_time0.png").astype(np.float32)
+        a = browser.screenshot(shots / "viewer_time02.png").astype(np.float32)
         frame_a = cv.last_frame.image.astype(np.float32)
         n = cv.full_frames
-        app.render_panel.time.value = 0.6
+        app.render_panel.time.value = 0.8
         cv = settled_frame(app, after=n)
         time.sleep(1.5)
-        b = browser.screenshot(shots / "viewer_time06.png").astype(np.float32)
+        b = browser.screenshot(shots / "viewer_time08.png").astype(np.float32)
         frame_b = cv.last_frame.image.astype(np.float32)
         assert frame_a.shape == frame_b.shape
         # The server rendered a different scene state, and the browser shows it.

@@ -77,6 +77,30 @@ def rgba_uint8(renders: dict[str, np.ndarray]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- bundles
+def object_bundle(renders: dict[str, np.ndarray], poses: np.ndarray, intrinsics: np.ndarray, points: np.ndarray,
+                  point_colors: np.ndarray, mesh: trimesh.Trimesh) -> dict[str, np.ndarray]:
+    """The arrays every orbit-around-an-object demo scene shares: RGBA images over white, every 8th view as test,
+    surface points with colours, a box padded by 10 % around the mesh, the mesh and the depth/normal/mask maps."""
+    lo, hi = mesh.bounds
+    pad = 0.1 * (hi - lo).max()
+    idx = np.arange(len(poses))
+    return {
+        "images": rgba_uint8(renders),
+        "camtoworlds": poses,
+        "intrinsics": intrinsics,
+        "split/train": idx[idx % 8 != 0],
+        "split/test": idx[idx % 8 == 0],
+        "points": points.astype(np.float32),
+        "point_colors": point_colors,
+        "aabb": np.stack([lo - pad, hi + pad]).astype(np.float32),
+        "background": np.ones(3, dtype=np.float32),
+        **mesh_arrays("gt/mesh", mesh),
+        "gt/depth": renders["depth"],
+        "gt/normal": renders["normal"],
+        "gt/mask": renders["part"] >= 0,
+    }
+
+
 def mesh_arrays(prefix: str, mesh: trimesh.Trimesh | tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     """Bundle entries ``<prefix>/vertices`` (float32) and ``<prefix>/faces`` (int64) of a mesh."""
     v, f = (mesh.vertices, mesh.faces) if isinstance(mesh, trimesh.Trimesh) else mesh

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from .common import make_cameras, mesh_arrays, pinhole, render_views, rgba_uint8, sphere_poses
+from .common import make_cameras, object_bundle, pinhole, render_views, sphere_poses
 from .raycast import Lighting, Material, Part, RayScene, sample_parts
 from .shapes import boundary_edges, parametric_grid
 from .textures import angle, fbm, hex_colors, mix, stripes
@@ -88,27 +88,10 @@ def generate(resolution: int = 128, n_views: int = 48, ss: int = 2, n_points: in
     colors = scene.shade_points(pts, nrm, pid, ptex)
 
     mesh = trimesh.Trimesh(verts, faces, process=False)
-    hit = r["part"] >= 0
-
-    lo, hi = mesh.bounds
-    pad = 0.1 * (hi - lo).max()
-    idx = np.arange(n_views)
     return {
-        "images": rgba_uint8(r),
-        "camtoworlds": poses,
-        "intrinsics": k,
-        "split/train": idx[idx % 8 != 0],
-        "split/test": idx[idx % 8 == 0],
-        "points": pts.astype(np.float32),
-        "point_colors": colors,
-        "aabb": np.stack([lo - pad, hi + pad]).astype(np.float32),
-        "background": np.ones(3, dtype=np.float32),
-        **mesh_arrays("gt/mesh", mesh),
+        **object_bundle(r, poses, k, pts, colors, mesh),
         "gt/boundary_edges": boundary_edges(faces),
         "gt/n_boundary_loops": np.int64(2),
-        "gt/depth": r["depth"],
-        "gt/normal": r["normal"],
-        "gt/mask": hit,
         "gt/backface": r["backface"],
     }
 

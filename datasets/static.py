@@ -13,7 +13,7 @@ import numpy as np
 import trimesh
 from trimesh.transformations import rotation_matrix, translation_matrix
 
-from .common import mesh_arrays, pinhole, render_views, rgba_uint8, sphere_poses, make_cameras
+from .common import make_cameras, object_bundle, pinhole, render_views, sphere_poses
 from .raycast import Lighting, Material, Part, RayScene, sample_parts
 from .textures import angle, checker, fbm, hex_colors, mix, ramp, stripes
 
@@ -128,24 +128,8 @@ def generate(resolution: int = 128, n_views: int = 48, ss: int = 2, n_points: in
     colors = scene.shade_points(pts, nrm, pid, tex)
     mesh = trimesh.util.concatenate([trimesh.Trimesh(p.vertices, p.faces, process=False) for p in parts])
     mesh.merge_vertices()  # undo the crease splits: the ground-truth mesh is the connected surface
-    lo, hi = mesh.bounds
-    pad = 0.1 * (hi - lo).max()
-
-    idx = np.arange(n_views)
     return {
-        "images": rgba_uint8(r),
-        "camtoworlds": poses,
-        "intrinsics": k,
-        "split/train": idx[idx % 8 != 0],
-        "split/test": idx[idx % 8 == 0],
-        "points": pts.astype(np.float32),
-        "point_colors": colors,
-        "aabb": np.stack([lo - pad, hi + pad]).astype(np.float32),
-        "background": np.ones(3, dtype=np.float32),
-        **mesh_arrays("gt/mesh", mesh),
-        "gt/depth": r["depth"],
-        "gt/normal": r["normal"],
-        "gt/mask": r["part"] >= 0,
+        **object_bundle(r, poses, k, pts, colors, mesh),
         "gt/part": r["part"],
         "gt/part_names": np.array([p.name for p in parts]),
     }

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.cameras import Cameras
 from recon.data.readers.common import IMAGE_EXTENSIONS, LoadOptions, find_image, image_size, read_json, scene_name
-from recon.data.readers.transforms import frame_camera, frame_poses, frame_times, frames_list
+from recon.data.readers.transforms import cameras_from_frames, frame_camera, frame_poses, frame_times, frames_list
 from recon.data.scene import ImageFiles, SceneData, every_nth_split
 from recon.errors import ReconError
 
@@ -95,18 +94,7 @@ def load_blender(path: Path, opts: LoadOptions, *, dynamic: bool) -> SceneData:
                 train = splits["train"]
                 splits = {"train": train[held["train"]], "test": train[held["test"]]}
 
-    cameras = Cameras.create(
-        np.concatenate(c2ws),
-        fx=[c.fx for c in cams],
-        fy=[c.fy for c in cams],
-        cx=[c.cx for c in cams],
-        cy=[c.cy for c in cams],
-        width=[c.width for c in cams],
-        height=[c.height for c in cams],
-        model=[c.model for c in cams],
-        distortion=np.stack([c.distortion for c in cams]),
-        times=np.concatenate(times) if dynamic else None,
-    )
+    cameras = cameras_from_frames(np.concatenate(c2ws), cams, np.concatenate(times) if dynamic else None)
     if opts.downscale > 1:
         cameras = cameras.scaled(1.0 / opts.downscale)
     return SceneData(

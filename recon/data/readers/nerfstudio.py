@@ -35,7 +35,7 @@ from recon.data.readers.common import (
     scale_cameras_to,
     scene_name,
 )
-from recon.data.readers.transforms import frame_camera, frame_poses, frame_times, frames_list
+from recon.data.readers.transforms import cameras_from_frames, frame_camera, frame_poses, frame_times, frames_list
 from recon.data.scene import ImageFiles, SceneData
 from recon.errors import ReconError
 
@@ -91,18 +91,7 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
 
     c2w = frame_poses(frames, labels, json_path)
     intr = [frame_camera(meta, f, json_path, lambda p=p: image_size(p)) for f, p in zip(frames, images)]
-    cameras = Cameras.create(
-        c2w,
-        fx=[c.fx for c in intr],
-        fy=[c.fy for c in intr],
-        cx=[c.cx for c in intr],
-        cy=[c.cy for c in intr],
-        width=[c.width for c in intr],
-        height=[c.height for c in intr],
-        model=[c.model for c in intr],
-        distortion=np.stack([c.distortion for c in intr]),
-        times=frame_times(frames, labels, json_path),
-    )
+    cameras = cameras_from_frames(c2w, intr, frame_times(frames, labels, json_path))
 
     # Masks: all frames or none.
     has_mask = [isinstance(f.get("mask_path"), str) for f in frames]

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from recon.cameras import check_poses, opengl_to_opencv
+from recon.cameras import Cameras, check_poses, opengl_to_opencv
 from recon.data.readers.common import json_matrix, json_number
 from recon.errors import ReconError
 
@@ -41,6 +41,22 @@ class FrameCamera:
     height: int
     model: str
     distortion: np.ndarray
+
+
+def cameras_from_frames(camtoworlds: np.ndarray, intrinsics: list[FrameCamera], times: np.ndarray | None) -> Cameras:
+    """Cameras for frames with their own intrinsics records ([N, 4, 4] OpenCV poses, N records, [N] times or None)."""
+    return Cameras.create(
+        camtoworlds,
+        fx=[c.fx for c in intrinsics],
+        fy=[c.fy for c in intrinsics],
+        cx=[c.cx for c in intrinsics],
+        cy=[c.cy for c in intrinsics],
+        width=[c.width for c in intrinsics],
+        height=[c.height for c in intrinsics],
+        model=[c.model for c in intrinsics],
+        distortion=np.stack([c.distortion for c in intrinsics]),
+        times=times,
+    )
 
 
 def frame_camera(meta: dict, frame: dict, source: Path, image_size: Callable[[], tuple[int, int]]) -> FrameCamera:

@@ -376,7 +376,7 @@ template <typename T, int CD>
 void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *dep, const int32_t *rad, const T *bg,
               int64_t Dc, bool depth_ch, bool want_median, const int64_t *off, const int32_t *fid, int64_t I,
               int64_t W, int64_t H, int64_t ts, T *out, T *alpha_out, T *tfinal_out, int32_t *last_out,
-              T *med_out, int32_t *med_id_out) {
+              T *med_out, int32_t *med_id_out, T *maxw_out, int64_t n_elems) {
     using SD = Simd<T>;
     using V = typename SD::V;
     using M = typename SD::M;
@@ -390,6 +390,8 @@ void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *de
     {
         std::vector<T> Tr(S), acc(S * std::max<int64_t>(Do, 1)), med(S), wrow(RS);
         std::vector<int32_t> last(S), done(S), med_id(S), row_done(ts);
+        // Per-thread running max of each element's weight α·T (merged after the loop; no atomics in the hot path).
+        std::vector<T> maxw(maxw_out ? n_elems : 0, T(0));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < I * n_tiles; ++task) {
             const int64_t i = task / n_tiles, tile = task % n_tiles;
@@ -416,6 +418,7 @@ void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *de
                 const Chord chord = make_chord(gx, ca, cb, cc, sigma_cut(op));
                 const T *c = col + g * D;
                 const T z = dep[g];
+                V gmax = splat<V>(0);
                 for (int32_t ly = b.y0; ly <= b.y1; ++ly) {
                     if (row_done[ly] == tw) continue;
                     const T dy = gy - ((T)(py0 + ly) + T(0.5));
@@ -437,6 +440,7 @@ void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *de
                         const M draw = ok & ~stop;
                         const V w = draw ? alpha * t : splat<V>(0);
                         vstore(&wrow[cx], w);
+                        if (maxw_out) gmax = gmax > w ? gmax : w;
                         const M mc = draw & (t > T(0.5));
                         vstore(&med[q], mc ? splat<V>(z) : vload<V>(&med[q]));
                         const vi8 mc32 = SD::to32(mc), draw32 = SD::to32(draw), stop32 = SD::to32(stop);
@@ -454,6 +458,11 @@ void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *de
                     }
                     row_done[ly] += nd;
                     n_done += nd;
+                }
+                if (maxw_out) {
+                    T m = gmax[0];
+                    for (int j = 1; j < kLanes; ++j) m = std::max<T>(m, gmax[j]);
+                    if (m > maxw[g]) maxw[g] = m;
                 }
             }
             // Write the tile out.
@@ -474,6 +483,10 @@ void fwd_impl(const T *xy, const T *con, const T *col, const T *opa, const T *de
                     }
                 }
             }
+        }
+        if (maxw_out) {
+#pragma omp critical
+            for (int64_t g = 0; g < n_elems; ++g) maxw_out[g] = std::max(maxw_out[g], maxw[g]);
         }
     }
 }
@@ -697,7 +710,8 @@ std::vector<torch::Tensor> rasterize_fwd(torch::Tensor means2d, torch::Tensor co
                                          torch::Tensor opacities, torch::Tensor depths, torch::Tensor radii,
                                          c10::optional<torch::Tensor> backgrounds, bool depth_channel,
                                          bool want_median, torch::Tensor tile_offsets, torch::Tensor flatten_ids,
-                                         int64_t n_images, int64_t width, int64_t height, int64_t tile_size) {
+                                         int64_t n_images, int64_t width, int64_t height, int64_t tile_size,
+                                         bool want_max_weight) {
     for (auto *t : {&means2d, &conics, &colors, &opacities, &depths, &radii, &tile_offsets, &flatten_ids})
         check_cpu(*t, "input");
     const int64_t Dc = colors.size(1);
@@ -708,6 +722,8 @@ std::vector<torch::Tensor> rasterize_fwd(torch::Tensor means2d, torch::Tensor co
     auto tfinal = torch::empty({n_images, height, width}, opts);
     auto last = torch::empty({n_images, height, width}, opts.dtype(torch::kInt32));
     auto med = want_median ? torch::empty({n_images, height, width, 1}, opts) : torch::empty({0}, opts);
+    const int64_t M = conics.size(0);
+    auto maxw = want_max_weight ? torch::zeros({M}, opts) : torch::empty({0}, opts);
     auto med_id = want_median ? torch::empty({n_images, height, width}, opts.dtype(torch::kInt32))
                               : torch::empty({0}, opts.dtype(torch::kInt32));
     torch::Tensor bg;
@@ -720,12 +736,14 @@ std::vector<torch::Tensor> rasterize_fwd(torch::Tensor means2d, torch::Tensor co
         const T *bgp = bg.defined() ? bg.data_ptr<T>() : nullptr;
         T *medp = want_median ? med.data_ptr<T>() : nullptr;
         int32_t *medip = want_median ? med_id.data_ptr<int32_t>() : nullptr;
+        T *maxwp = want_max_weight ? maxw.data_ptr<T>() : nullptr;
         auto run = [&](auto cd) {
             fwd_impl<T, decltype(cd)::value>(
                 means2d.data_ptr<T>(), conics.data_ptr<T>(), colors.data_ptr<T>(), opacities.data_ptr<T>(),
                 depths.data_ptr<T>(), radii.data_ptr<int32_t>(), bgp, Dc, depth_channel, want_median,
                 tile_offsets.data_ptr<int64_t>(), flatten_ids.data_ptr<int32_t>(), n_images, width, height, tile_size,
-                out.data_ptr<T>(), alphas.data_ptr<T>(), tfinal.data_ptr<T>(), last.data_ptr<int32_t>(), medp, medip);
+                out.data_ptr<T>(), alphas.data_ptr<T>(), tfinal.data_ptr<T>(), last.data_ptr<int32_t>(), medp, medip,
+                maxwp, M);
         };
         switch (Dc) {  // specialise the common channel counts so the channel loops unroll
             case 0: run(std::integral_constant<int, 0>{}); break;
@@ -734,7 +752,7 @@ std::vector<torch::Tensor> rasterize_fwd(torch::Tensor means2d, torch::Tensor co
             default: run(std::integral_constant<int, -1>{}); break;
         }
     });
-    return {out, alphas, tfinal, last, med, med_id};
+    return {out, alphas, tfinal, last, med, med_id, maxw};
 }
 
 // Returns v_means2d [M,2], v_conics [M,3], v_colors [M,Dc], v_opacities [M], v_depths [M] (zeros unless

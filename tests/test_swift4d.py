@@ -86,7 +86,8 @@ def test_monocular_pools_use_all_frames(shared_data):
 
 
 # ------------------------------------------------------------------------------------------------ max weights
-def test_gaussian_max_weights_matches_brute_force():
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_gaussian_max_weights_matches_brute_force(backend):
     from recon.render.gaussian_weights import gaussian_max_weights
     from recon.render.gaussians import project_gaussians
 
@@ -98,7 +99,10 @@ def test_gaussian_max_weights_matches_brute_force():
     opac = torch.rand(N, generator=g) * 0.9 + 0.05
     viewmats = torch.eye(4)[None]
     Ks = torch.tensor([[[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]]])
-    got = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H, max_pairs=200)  # forces bands
+    if backend == "torch":
+        got = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H, backend="torch", max_pairs=200)  # forces bands
+    else:
+        got = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H, backend="cpu")  # C++ kernel
 
     radii, m2d, depth, conic, o, _ = project_gaussians(means, quats, scales, opac, viewmats, Ks, W, H)
     vis = (radii[0] > 0).all(-1)
@@ -120,6 +124,28 @@ def test_gaussian_max_weights_matches_brute_force():
                 T *= 1 - alpha
     assert torch.allclose(got.double(), want, atol=1e-5), (got - want).abs().max()
     assert (want > 0).sum() > 10
+
+
+def test_gaussian_max_weights_kernel_matches_torch_multi_camera():
+    """The C++ kernel path against the torch reference: several cameras (max over images), many overlapping
+    Gaussians (early termination), some behind the camera and off-screen."""
+    from recon.cameras import look_at
+    from recon.render.gaussian_weights import gaussian_max_weights
+
+    g = torch.Generator().manual_seed(3)
+    N, W, H = 3000, 61, 47
+    means = torch.randn(N, 3, generator=g) * 0.7
+    quats = torch.randn(N, 4, generator=g)
+    scales = torch.rand(N, 3, generator=g) * 0.08 + 0.01
+    opac = torch.rand(N, generator=g) * 0.95 + 0.02
+    eyes = [[0.0, -3.0, 0.5], [2.5, 1.0, 0.3], [-0.2, 0.4, 0.6]]  # the last one sits inside the cloud
+    c2w = np.stack([look_at(np.array(e), np.zeros(3)) for e in eyes])
+    viewmats = torch.from_numpy(np.linalg.inv(c2w)).float()
+    Ks = torch.tensor([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]]).expand(3, 3, 3).contiguous()
+    got = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H)
+    want = gaussian_max_weights(means, quats, scales, opac, viewmats, Ks, W, H, backend="torch")
+    assert (want > 0.02).sum() > 300 and (want == 0).sum() > 10  # both important and never-drawn Gaussians
+    assert torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
 
 
 # ------------------------------------------------------------------------------------------------ trained run

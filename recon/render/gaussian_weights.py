@@ -2,15 +2,15 @@
 
 Swift4D's temporal-importance pruning (gaussian_methods.md §1.4) needs, for every Gaussian, the largest weight
 α_i·T_i it gets in any pixel of any training (view, time) image; the reference keeps it with an atomic max inside
-its CUDA forward pass. Our rasterizers do not output it, so this is a separate no-grad pass with the *same maths*:
+its CUDA forward pass. Two implementations with the *same maths* as the rasterizers:
 
-* projection: :func:`recon.render.gaussians.project_gaussians` (EWA, eps2d, opacity-aware radius, culling);
-* pixel pairs: the pure-torch compositor's ``_pairs`` (same boxes, same (depth, index) drawing order);
-* α = min(0.999, o·exp(-σ)), skipped below 1/255; a pixel stops before the Gaussian that would bring its
-  transmittance to ≤ 1e-4 (gsplat's rule), T accumulated in float64.
-
-Memory is bounded by processing each image in horizontal bands of rows: a Gaussian's pairs in a band only depend on
-the Gaussians overlapping that band, because compositing is per pixel.
+* CPU tensors: the C++ tile kernel's forward (``cuda/raster_cpu.cpp``) with its per-element running max of α·T
+  switched on (per-thread maxima merged after the tile loop), i.e. one colourless forward pass;
+* ``backend="torch"`` (the reference, any device): projection by
+  :func:`recon.render.gaussians.project_gaussians`, pixel pairs from the pure-torch compositor's ``_pairs`` (same
+  boxes, same (depth, index) drawing order), α = min(0.999, o·exp(-σ)) skipped below 1/255, a pixel stops before
+  the Gaussian that would bring its transmittance to ≤ 1e-4 (gsplat's rule), T accumulated in float64. Memory is
+  bounded by processing each image in horizontal bands of rows (compositing is per pixel).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recon.render.gaussians import project_gaussians
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
@@ -40,6 +39,7 @@ def gaussian_max_weights(
     far_plane: float = 1e10,
     eps2d: float = 0.3,
     antialiased: bool = False,
+    backend: str = "auto",
     max_pairs: int = 1 << 22,
 ) -> Tensor:
     """max over the C images and their pixels of each Gaussian's blending weight α·T.
@@ -48,23 +48,51 @@ def gaussian_max_weights(
         means, quats, scales, opacities: activated Gaussians as for :func:`rasterize_gaussians`.
         viewmats, Ks: C pinhole cameras (OpenCV axes).
         width, height: image size.
-        max_pairs: rough bound on (Gaussian, pixel) pairs processed at once (sets the band height).
+        backend: ``"cpu"`` (C++ projection and tile kernel; CPU tensors), ``"torch"`` (the pure-torch reference,
+            any device) or ``"auto"`` (cpu for CPU tensors, else torch).
+        max_pairs: torch backend: rough bound on (Gaussian, pixel) pairs processed at once (sets the band height).
 
     Returns:
         [N] float32 weights in [0, 1); 0 for Gaussians never drawn.
     """
+    from recon.render.gaussians import _project
+
+    if backend == "auto":
+        backend = "cpu" if means.device.type == "cpu" else "torch"
+    if backend not in ("cpu", "torch") or (backend == "cpu" and means.device.type != "cpu"):
+        raise ValueError(f"backend {backend!r}: use 'cpu' (CPU tensors) or 'torch'")
+    N, C = means.shape[0], viewmats.shape[0]
+    if N == 0:
+        return torch.zeros(0, device=means.device, dtype=torch.float32)
+    radii, means2d, depths, conics, opac = _project(
+        backend, means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
+        far_plane=far_plane, radius_clip=0.0, antialiased=antialiased,
+    )  # fmt: skip
+    if backend == "torch":
+        return _max_weights_torch(radii, means2d, depths, conics, opac, width, height, max_pairs)
+    from recon.kernels.build import load_cpu_rasterizer
+
+    ext = load_cpu_rasterizer()
+    M, tile = C * N, 16
+    xy = means2d.reshape(M, 2).contiguous()
+    rad = radii.reshape(M, 2).to(torch.int32).contiguous()
+    dep = depths.reshape(M).contiguous()
+    no_ids = torch.empty(0, dtype=torch.int32)  # unpacked layout: element c*N + n belongs to image c
+    offsets, flat = ext.bin_gaussians(xy, rad, dep, no_ids, C, width, height, tile)
+    *_, maxw = ext.rasterize_fwd(
+        xy, conics.reshape(M, 3).contiguous(), torch.empty(M, 0, dtype=xy.dtype), opac.reshape(M).contiguous(),
+        dep, rad, None, False, False, offsets, flat, C, width, height, tile, True,
+    )  # fmt: skip
+    return maxw.reshape(C, N).amax(0).float()
+
+
+def _max_weights_torch(radii, means2d, depths, conics, opac, width: int, height: int, max_pairs: int) -> Tensor:
+    """Pure-torch reference compositor of :func:`gaussian_max_weights` on projected Gaussians ([C, N, ...])."""
     from recon.kernels.raster_torch import _pairs
 
-    N = means.shape[0]
-    dev = means.device
-    out = torch.zeros(N, device=dev, dtype=torch.float32)
-    if N == 0:
-        return out
-    radii, means2d, depths, conics, opac, _ = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
-        far_plane=far_plane, antialiased=antialiased,
-    )  # fmt: skip
-    for c in range(viewmats.shape[0]):
+    dev = means2d.device
+    out = torch.zeros(means2d.shape[1], device=dev, dtype=torch.float32)
+    for c in range(means2d.shape[0]):
         vis = torch.nonzero((radii[c] > 0).all(-1)).squeeze(-1)  # [V]
         if vis.numel() == 0:
             continue

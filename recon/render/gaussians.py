@@ -247,9 +247,9 @@ class _RasterizeCPU(torch.autograd.Function):
         )
         bg = backgrounds.detach().contiguous() if backgrounds is not None else None
         offsets, flat = ext.bin_gaussians(xy, rad, dep, ids, n_images, width, height, tile_size)
-        render, alphas, tfinal, last, med, med_id = ext.rasterize_fwd(
+        render, alphas, tfinal, last, med, med_id, _ = ext.rasterize_fwd(
             xy, con, col, opa, dep, rad, bg, depth_channel, want_median, offsets, flat,
-            n_images, width, height, tile_size,
+            n_images, width, height, tile_size, False,
         )  # fmt: skip
         ctx.save_for_backward(means2d, xy, con, col, opa, dep, rad, bg, offsets, flat, tfinal, last, med_id)
         ctx.cfg = (n_images, width, height, tile_size, depth_channel, want_median, absgrad, colors is not None)

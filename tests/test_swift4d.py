@@ -83,6 +83,10 @@ def test_monocular_pools_use_all_frames(shared_data):
     assert not m.multiview and sorted(m.canonical_pool) == sorted(int(i) for i in scene.split("train"))
     lo, hi = m.time_range.tolist()
     assert 0.15 < lo < 0.17 and 0.94 < hi < 0.96  # train times only (val spans 0..1)
+    # One time cell of the field per mono_views_per_time_cell training views (34 frames / 4), so that every cell is
+    # supervised from several directions; an explicit --model.time-resolution wins.
+    assert m.time_cells() == 8 and m.field.encoding.layout.resolutions[-1][3] == 8
+    assert Swift4D(Swift4DConfig(time_resolution=5), scene, 1000, "cpu").time_cells() == 5
 
 
 # ------------------------------------------------------------------------------------------------ max weights
@@ -199,6 +203,7 @@ def test_split_puts_moving_objects_in_dynamic(loaded):
     from recon.demo import load_demo
 
     m = loaded.method
+    assert m.multiview and m.time_cells() == 24  # multi-view video: one time cell per frame (24 demo frames)
     dyn = m.dynamic()
     dist = _object_distance(load_demo("dynamic"), loaded.transform, m.splats["means"].detach())
     on, far = dist < 0.05, dist > 0.6

@@ -15,7 +15,9 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
 3. **fine** - ``d`` is frozen (it gets no gradient; it stays in the ParameterDict so that gsplat's densification
    copies it to children). Dynamic Gaussians inside the field's box pass through the 4D hash field + MLP heads
    (deltas on the raw parameters); static ones are rendered exactly as they are; both are rasterized together.
-   The field has its own Adam with exponential decay. 2 views per step (their times evaluated in one field call).
+   The field has its own Adam with exponential decay. Its time axis has one cell per training time for multi-view
+   video, but one cell per ``mono_views_per_time_cell`` (4) frames for monocular data, so that every cell is
+   constrained from several directions instead of letting the field fit each view on its own. 2 views per step (their times evaluated in one field call).
    The reference's five heads by default; ``--model.appearance-deltas off`` keeps only the geometric ones.
 
 Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
@@ -138,8 +140,19 @@ class Swift4D(GaussianSplatting):
         else:
             self.canonical_pool = list(train)
 
+    def time_cells(self) -> int | None:
+        """Time resolution cap of the field (see ``Swift4DConfig.time_resolution``)."""
+        cfg = self.config
+        if cfg.time_resolution > 0:
+            return cfg.time_resolution
+        if self._n_times is None:
+            return None
+        if self.multiview:
+            return self._n_times
+        return max(2, round(self._n_times / max(cfg.mono_views_per_time_cell, 1)))
+
     def _make_field(self, log2: int) -> DeformationField:
-        cap = self._n_times if self.config.time_resolution_cap else None
+        cap = self.time_cells()
         return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas).to(self.device_)
 
     # ---------------------------------------------------------------- setup

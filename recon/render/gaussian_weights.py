@@ -70,20 +70,16 @@ def gaussian_max_weights(
     )  # fmt: skip
     if backend == "torch":
         return _max_weights_torch(radii, means2d, depths, conics, opac, width, height, max_pairs)
-    from recon.kernels.build import load_cpu_rasterizer
+    from recon.render.gaussians import composite_cpu
 
-    ext = load_cpu_rasterizer()
-    M, tile = C * N, 16
-    xy = means2d.reshape(M, 2).contiguous()
-    rad = radii.reshape(M, 2).to(torch.int32).contiguous()
-    dep = depths.reshape(M).contiguous()
-    no_ids = torch.empty(0, dtype=torch.int32)  # unpacked layout: element c*N + n belongs to image c
-    offsets, flat = ext.bin_gaussians(xy, rad, dep, no_ids, C, width, height, tile)
-    *_, maxw = ext.rasterize_fwd(
-        xy, conics.reshape(M, 3).contiguous(), torch.empty(M, 0, dtype=xy.dtype), opac.reshape(M).contiguous(),
-        dep, rad, None, False, False, offsets, flat, C, width, height, tile, True,
+    M = C * N
+    xy = means2d.detach().reshape(M, 2).contiguous()
+    _, _, outputs = composite_cpu(
+        xy, conics.detach().reshape(M, 3).contiguous(), xy.new_empty(M, 0), opac.detach().reshape(M).contiguous(),
+        depths.detach().reshape(M).contiguous(), radii.reshape(M, 2).to(torch.int32).contiguous(),
+        torch.empty(0, dtype=torch.int32), None, C, width, height, 16, want_max_weight=True,
     )  # fmt: skip
-    return maxw.reshape(C, N).amax(0).float()
+    return outputs[-1].reshape(C, N).amax(0).float()  # per-element max α·T [C*N] -> max over images
 
 
 def _max_weights_torch(radii, means2d, depths, conics, opac, width: int, height: int, max_pairs: int) -> Tensor:

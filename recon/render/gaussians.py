@@ -203,6 +203,39 @@ def _camera_centres(viewmats: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # C++ kernel autograd glue
 # ---------------------------------------------------------------------------------------------------------------
+def composite_cpu(
+    xy: Tensor,  # [M, 2]
+    conics: Tensor,  # [M, 3]
+    colors: Tensor,  # [M, D] (D may be 0)
+    opacities: Tensor,  # [M]
+    depths: Tensor,  # [M]
+    radii: Tensor,  # [M, 2] int32
+    image_ids: Tensor,  # [M] int32, or empty for the unpacked layout (element c*N + n belongs to image c)
+    backgrounds: Optional[Tensor],  # [I, D] or None
+    n_images: int,
+    width: int,
+    height: int,
+    tile_size: int,
+    depth_channel: bool = False,
+    want_median: bool = False,
+    want_max_weight: bool = False,
+):
+    """Tile binning + the C++ forward on flat, contiguous, detached per-element arrays (no autograd).
+
+    Returns (tile offsets, flattened ids, (render, alphas, T final, last ids, median depth, median ids,
+    per-element max α·T)); the optional outputs are empty tensors unless asked for.
+    """
+    from recon.kernels.build import load_cpu_rasterizer
+
+    ext = load_cpu_rasterizer()
+    offsets, flat = ext.bin_gaussians(xy, radii, depths, image_ids, n_images, width, height, tile_size)
+    outs = ext.rasterize_fwd(
+        xy, conics, colors, opacities, depths, radii, backgrounds, depth_channel, want_median, offsets, flat,
+        n_images, width, height, tile_size, want_max_weight,
+    )  # fmt: skip
+    return offsets, flat, tuple(outs)
+
+
 class _RasterizeCPU(torch.autograd.Function):
     """Tile compositing on CPU. Inputs are flat per-element arrays (unpacked [C*N] or packed [nnz])."""
 
@@ -225,9 +258,6 @@ class _RasterizeCPU(torch.autograd.Function):
         want_median: bool,
         absgrad: bool,
     ):
-        from recon.kernels.build import load_cpu_rasterizer
-
-        ext = load_cpu_rasterizer()
         M = conics.shape[0]
         dtype = conics.dtype
         xy = means2d.detach().reshape(M, 2).contiguous()
@@ -246,10 +276,8 @@ class _RasterizeCPU(torch.autograd.Function):
             else torch.empty(0, dtype=torch.int32)
         )
         bg = backgrounds.detach().contiguous() if backgrounds is not None else None
-        offsets, flat = ext.bin_gaussians(xy, rad, dep, ids, n_images, width, height, tile_size)
-        render, alphas, tfinal, last, med, med_id, _ = ext.rasterize_fwd(
-            xy, con, col, opa, dep, rad, bg, depth_channel, want_median, offsets, flat,
-            n_images, width, height, tile_size, False,
+        offsets, flat, (render, alphas, tfinal, last, med, med_id, _) = composite_cpu(
+            xy, con, col, opa, dep, rad, ids, bg, n_images, width, height, tile_size, depth_channel, want_median
         )  # fmt: skip
         ctx.save_for_backward(means2d, xy, con, col, opa, dep, rad, bg, offsets, flat, tfinal, last, med_id)
         ctx.cfg = (n_images, width, height, tile_size, depth_channel, want_median, absgrad, colors is not None)

@@ -17,7 +17,8 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
    (deltas on the raw parameters); static ones are rendered exactly as they are; both are rasterized together.
    The field has its own Adam with exponential decay. Its time axis has one cell per training time for multi-view
    video, but one cell per ``mono_views_per_time_cell`` (4) frames for monocular data, so that every cell is
-   constrained from several directions instead of letting the field fit each view on its own. 2 views per step (their times evaluated in one field call).
+   constrained from several directions instead of letting the field fit each view on its own. 2 views per step
+   (their times evaluated in one field call).
    The reference's five heads by default; ``--model.appearance-deltas off`` keeps only the geometric ones.
 
 Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance

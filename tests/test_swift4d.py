@@ -179,6 +179,27 @@ def test_cli_run_writes_metrics_with_per_time_psnr(trained_run):
     assert 0.0 < metrics["static_share"] < 1.0 and metrics["num_gaussians"] > 1000
 
 
+def test_error_analysis_script_decomposes_the_error(trained_run, tmp_path):
+    """scripts/swift4d_error_analysis.py: the inside/outside parts add up to the pooled error, and the moving
+    objects of the demo are where the dynamic region is (its error share exceeds its area share on train views)."""
+    out = tmp_path / "errors.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "swift4d_error_analysis.py"
+    r = subprocess.run([sys.executable, str(script), str(trained_run), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for split in ("test", "train"):
+        e = res[split]
+        assert 0.0 < e["dynamic_area"] < 0.5 and 0.0 <= e["dynamic_error_share"] <= 1.0
+        parts = 10 ** (-e["psnr_if_dynamic_perfect"] / 10) + 10 ** (-e["psnr_if_static_perfect"] / 10)
+        assert parts == pytest.approx(10 ** (-e["psnr_pooled"] / 10), rel=1e-4)
+        assert e["psnr_if_dynamic_perfect"] >= e["psnr_pooled"] and e["psnr_if_static_perfect"] >= e["psnr_pooled"]
+    assert res["train"]["dynamic_error_share"] > res["train"]["dynamic_area"]
+    m = res["motion"]
+    assert m["deformed"] > 0 and len(m["per_time"]) == 5
+    assert all(row["median"] >= 0 and row["p90"] >= row["median"] for row in m["per_time"])
+    assert m["first_to_last"]["max"] > 0  # the field moves the dynamic Gaussians of the demo
+
+
 def _object_distance(scene, transform, means: torch.Tensor) -> torch.Tensor:
     """Distance (data units) from each Gaussian centre to the nearest moving object's surface at t = 0."""
     objs = scene.ground_truth["objects"]

@@ -274,9 +274,12 @@ def test_cli_view_serves_run(run):
         pytest.skip("the run was made in memory (demo scenes unavailable)")
     exe = Path(sys.executable).with_name("recon")
     port = free_port()
+    # A test runner started in the background (``nohup pytest &``) passes SIGINT on as *ignored*, and Python then
+    # never installs its KeyboardInterrupt handler; give the child a terminal's default so Ctrl-C means Ctrl-C.
     proc = subprocess.Popen(
         [str(exe), "view", str(run.run_dir), "--port", str(port), "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
@@ -289,8 +292,13 @@ def test_cli_view_serves_run(run):
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10).status == 200
     finally:
         proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("recon view did not stop within 30 s of SIGINT")
         out = proc.stdout.read()
-        proc.wait(timeout=30)
         reader.join(timeout=5)
     err = "".join(lines)
     assert proc.returncode == 0, err

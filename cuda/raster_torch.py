@@ -54,6 +54,27 @@ def _pairs(means2d: Tensor, radii: Tensor, depths: Tensor, image_ids: Tensor, wi
     return order[rank], pix
 
 
+def pair_alpha_transmittance(dx: Tensor, dy: Tensor, conics: Tensor, opacities: Tensor, pix: Tensor):
+    """Steps 3-4 for sorted pairs: per pair offsets ``dx, dy`` [P] from the pixel centre, the element's conic [P, 3]
+    and opacity [P], and the pixel ids [P] (pairs of one pixel contiguous, front to back).
+
+    Returns alpha [P] (zeroed where invalid; differentiable), log(1 - alpha) [P] float64, the transmittance in front
+    of each pair [P] float64, and keep [P] bool (the pairs that are drawn).
+    """
+    sigma = 0.5 * (conics[:, 0] * dx * dx + conics[:, 2] * dy * dy) + conics[:, 1] * dx * dy
+    alpha = torch.clamp(opacities * torch.exp(-sigma), max=ALPHA_MAX)
+    valid = (sigma >= 0) & (alpha >= ALPHA_MIN)
+    alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
+    la = torch.log1p(-alpha.double())
+    excl = torch.cumsum(la, 0) - la
+    new_seg = torch.ones_like(pix, dtype=torch.bool)
+    new_seg[1:] = pix[1:] != pix[:-1]
+    seg = torch.cumsum(new_seg.long(), 0) - 1
+    t_before = torch.exp(excl - excl[new_seg][seg])
+    keep = valid & (t_before.detach() * (1.0 - alpha.detach().double()) > TRANS_MIN)
+    return alpha, la, t_before, keep
+
+
 def rasterize_to_pixels_torch(
     means2d: Tensor,  # [M, 2]
     conics: Tensor,  # [M, 3]
@@ -82,26 +103,10 @@ def rasterize_to_pixels_torch(
     g, pix = _pairs(means2d, radii, depths, image_ids, width, height)
     n_pix = n_images * height * width
 
-    # Per-pair alpha (differentiable in means2d, conics, opacities).
+    # Per-pair alpha (differentiable in means2d, conics, opacities) and the transmittance in front of it.
     px = (pix % width).to(dtype) + 0.5
     py = ((pix // width) % height).to(dtype) + 0.5
-    dx = means2d[g, 0] - px
-    dy = means2d[g, 1] - py
-    con = conics[g]
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    alpha = torch.clamp(opacities[g] * torch.exp(-sigma), max=ALPHA_MAX)
-    valid = (sigma >= 0) & (alpha >= ALPHA_MIN)
-    alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
-
-    # Segmented exclusive log-cumsum of (1 - alpha) -> transmittance in front of each pair.
-    la = torch.log1p(-alpha.double())
-    excl = torch.cumsum(la, 0) - la
-    new_seg = torch.ones_like(pix, dtype=torch.bool)
-    new_seg[1:] = pix[1:] != pix[:-1]
-    seg = torch.cumsum(new_seg.long(), 0) - 1
-    seg_base = excl[new_seg]
-    t_before = torch.exp(excl - seg_base[seg])
-    keep = valid & (t_before.detach() * (1.0 - alpha.detach().double()) > TRANS_MIN)
+    alpha, la, t_before, keep = pair_alpha_transmittance(means2d[g, 0] - px, means2d[g, 1] - py, conics[g], opacities[g], pix)
     w = (alpha.double() * t_before * keep).to(dtype)  # blending weight of each pair
 
     feats = []

@@ -7,9 +7,10 @@ its CUDA forward pass. Two implementations with the *same maths* as the rasteriz
 * CPU tensors: the C++ tile kernel's forward (``cuda/raster_cpu.cpp``) with its per-element running max of α·T
   switched on (per-thread maxima merged after the tile loop), i.e. one colourless forward pass;
 * ``backend="torch"`` (the reference, any device): projection by
-  :func:`recon.render.gaussians.project_gaussians`, pixel pairs from the pure-torch compositor's ``_pairs`` (same
-  boxes, same (depth, index) drawing order), α = min(0.999, o·exp(-σ)) skipped below 1/255, a pixel stops before
-  the Gaussian that would bring its transmittance to ≤ 1e-4 (gsplat's rule), T accumulated in float64. Memory is
+  :func:`recon.render.gaussians.project_gaussians`, pixel pairs and their α and transmittance from the pure-torch
+  compositor's ``_pairs`` and ``pair_alpha_transmittance`` (same boxes, same (depth, index) drawing order,
+  α = min(0.999, o·exp(-σ)) skipped below 1/255, a pixel stops before the Gaussian that would bring its
+  transmittance to ≤ 1e-4 (gsplat's rule), T accumulated in float64). Memory is
   bounded by processing each image in horizontal bands of rows (compositing is per pixel).
 """
 
@@ -17,11 +18,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.999
-TRANS_MIN = 1e-4
 
 
 @torch.no_grad()
@@ -84,7 +80,7 @@ def gaussian_max_weights(
 
 def _max_weights_torch(radii, means2d, depths, conics, opac, width: int, height: int, max_pairs: int) -> Tensor:
     """Pure-torch reference compositor of :func:`gaussian_max_weights` on projected Gaussians ([C, N, ...])."""
-    from recon.kernels.raster_torch import _pairs
+    from recon.kernels.raster_torch import _pairs, pair_alpha_transmittance
 
     dev = means2d.device
     out = torch.zeros(means2d.shape[1], device=dev, dtype=torch.float32)
@@ -113,21 +109,10 @@ def _max_weights_torch(radii, means2d, depths, conics, opac, width: int, height:
             if g.numel() == 0:
                 continue
             # One gather of a packed per-Gaussian table (x, y, conic a b c, opacity) instead of six.
-            gx, gy, ca, cb, cc, go = torch.cat([shifted, conics[c, ids], opac[c, ids, None]], 1)[g].unbind(1)
-            dx = gx - ((pix % width).to(gx.dtype) + 0.5)
-            dy = gy - ((pix // width).to(gx.dtype) + 0.5)
-            sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-            alpha = torch.clamp(go * torch.exp(-sigma), max=ALPHA_MAX)
-            valid = (sigma >= 0) & (alpha >= ALPHA_MIN)
-            alpha = torch.where(valid, alpha, torch.zeros_like(alpha)).double()
-            # Transmittance in front of each pair: segmented exclusive cumulative sum of log(1 - α) per pixel.
-            la = torch.log1p(-alpha)
-            excl = torch.cumsum(la, 0) - la
-            new_seg = torch.ones_like(pix, dtype=torch.bool)
-            new_seg[1:] = pix[1:] != pix[:-1]
-            seg = torch.cumsum(new_seg.long(), 0) - 1
-            t_before = torch.exp(excl - excl[new_seg][seg])
-            keep = valid & (t_before * (1.0 - alpha) > TRANS_MIN)
-            w = (alpha * t_before * keep).float()
+            packed = torch.cat([shifted, conics[c, ids], opac[c, ids, None]], 1)[g]
+            dx = packed[:, 0] - ((pix % width).to(packed.dtype) + 0.5)
+            dy = packed[:, 1] - ((pix // width).to(packed.dtype) + 0.5)
+            alpha, _, t_before, keep = pair_alpha_transmittance(dx, dy, packed[:, 2:5], packed[:, 5], pix)
+            w = (alpha.double() * t_before * keep).float()
             out.scatter_reduce_(0, ids[g], w, reduce="amax", include_self=True)
     return out

@@ -83,8 +83,8 @@ class GaussianSplatting(Method):
         self._build_optim()
 
     def _initial_points(self, scene: SceneData) -> tuple[Tensor, Tensor]:
-        """Initial centres [P, 3] and colours [P, 3]: the data's points, or random ones in the scene box (or a cube
-        around the origin). Subclasses override this to place random points better."""
+        """Initial centres [P, 3] and colours [P, 3]: the data's points, or random ones in :meth:`_random_init_box`
+        (which subclasses override to place random points better)."""
         cfg = self.config
         use_points = cfg.init == "points" or (cfg.init == "auto" and scene.points is not None and len(scene.points) > 0)
         if use_points:

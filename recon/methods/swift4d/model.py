@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon import splats as sp
-from recon.cameras import Cameras
+from recon.cameras import Cameras, camera_focus
 from recon.data.scene import SceneData
 from recon.engine.losses import l1_dssim
 from recon.engine.schedules import exponential_decay
@@ -157,27 +157,19 @@ class Swift4D(GaussianSplatting):
         return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas).to(self.device_)
 
     # ---------------------------------------------------------------- setup
-    def _initial_points(self, scene: SceneData) -> tuple[Tensor, Tensor]:
-        """gs's initialisation, except that data with neither points nor a box (D-NeRF) gets its random points in
-        the cube the training cameras look at: centred on the least-squares intersection of their optical axes,
-        half-size = mean distance to it x tan(half field of view) (the visible extent at that depth)."""
-        cfg = self.config
-        if cfg.init == "points" or scene.aabb is not None or (cfg.init == "auto" and scene.points is not None and len(scene.points)):
-            return super()._initial_points(scene)
+    def _random_init_box(self, scene: SceneData) -> tuple[Tensor, Tensor]:
+        """gs's box, except for data without a scene box (D-NeRF): a cube on the point the training cameras look at
+        (:func:`~recon.cameras.camera_focus`) with half-size = mean camera distance to it x tan(half field of view),
+        the visible extent at that depth."""
+        if scene.aabb is not None:
+            return super()._random_init_box(scene)
         cams = scene.cameras[torch.from_numpy(scene.split("train"))]
         c2w = cams.camtoworlds.double()
-        o, d = c2w[:, :3, 3], F.normalize(c2w[:, :3, 2], dim=-1)  # OpenCV: +z is the viewing direction
-        P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [C, 3, 3] projectors
-        A, b = P.sum(0), (P @ o[:, :, None]).sum(0)
-        try:
-            center = torch.linalg.solve(A, b)[:, 0]
-        except RuntimeError:  # parallel axes: no intersection
-            center = o.mean(0)
-        dist = (o - center).norm(dim=-1).mean()
+        center = torch.from_numpy(camera_focus(c2w))
+        dist = (c2w[:, :3, 3] - center).norm(dim=-1).mean()
         Ks = cams.Ks().double()
         tan_half = torch.maximum(cams.widths.double() / (2 * Ks[:, 0, 0]), cams.heights.double() / (2 * Ks[:, 1, 1])).mean()
-        half = float(dist * tan_half)
-        return sp.random_points(cfg.init_num_points, center.float(), half)
+        return center.float(), torch.full((3,), float(dist * tan_half))
 
     def _lrs(self) -> dict[str, float]:
         return {**super()._lrs(), "d": self.config.dscore_lr}

@@ -139,11 +139,13 @@ class GaussianSplatting(Method):
             return self.config.sh_degree
         return min(step // max(self.config.sh_degree_interval, 1), self.config.sh_degree)
 
-    def rasterize(self, camera: Cameras, background: Tensor | None, sh_degree: int, render_mode: str = "RGB+ED", params: dict[str, Tensor] | None = None, **kw):
+    def rasterize(self, camera: Cameras, background: Tensor | None, sh_degree: int | None, render_mode: str = "RGB+ED", params: dict[str, Tensor] | None = None, colors: Tensor | None = None, **kw):
         """Rasterize ``params`` (pre-activation Gaussians with gsplat's names; default: this model's ``splats``,
-        other methods pass e.g. deformed copies) into ``camera``."""
+        other methods pass e.g. deformed copies) into ``camera``. ``colors`` [N, D] with ``sh_degree`` None
+        splats per-Gaussian features instead of the SH colours."""
         s = self.splats if params is None else params
-        colors = torch.cat([s["sh0"], s["shN"]], 1)
+        if colors is None:
+            colors = torch.cat([s["sh0"], s["shN"]], 1)
         w, h = int(camera.widths[0]), int(camera.heights[0])
         return rasterize_gaussians(
             s["means"],

@@ -50,7 +50,6 @@ from recon.methods.swift4d import masks as mk
 from recon.methods.swift4d.config import Stages, Swift4DConfig
 from recon.methods.swift4d.field import DeformationField
 from recon.render.gaussian_weights import gaussian_max_weights
-from recon.render.gaussians import rasterize_gaussians
 
 _GAUSSIAN_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 #: The reference's d-score stage can move d by about lr x steps = 0.05 x 3000 = 150 (>> ζ = 7).
@@ -312,20 +311,15 @@ class Swift4D(GaussianSplatting):
         lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
         sp.set_lr(self._optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
         view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step).choice(self.canonical_pool))
-        logits = self._splat_d(self._views.cameras[view], {k: self.splats[k] for k in _GAUSSIAN_KEYS}, detach_geometry=True)
+        logits = self._splat_d(self._views.cameras[view], self.splats)
         loss = F.binary_cross_entropy_with_logits(logits, self._masks[view].float())
         return {"loss": loss, "dscore_bce": loss.detach()}
 
-    def _splat_d(self, camera: Cameras, p: dict[str, Tensor], detach_geometry: bool) -> Tensor:
-        """[H, W] raw composite sum_i d_i α_i T_i (no background term: empty pixels give logit 0)."""
-        g = (lambda t: t.detach()) if detach_geometry else (lambda t: t)  # noqa: E731
-        w, h = int(camera.widths[0]), int(camera.heights[0])
-        out, _, _ = rasterize_gaussians(
-            g(p["means"]), g(p["quats"]), torch.exp(g(p["scales"])), torch.sigmoid(g(p["opacities"])),
-            self.splats["d"][:, None], camera.viewmats(), camera.Ks(), w, h, sh_degree=None, backgrounds=None,
-            render_mode="RGB", near_plane=self.config.near_plane, far_plane=self.config.far_plane,
-            rasterize_mode="antialiased" if self.config.antialiased else "classic",
-        )  # fmt: skip
+    def _splat_d(self, camera: Cameras, p: dict[str, Tensor]) -> Tensor:
+        """[H, W] raw composite sum_i d_i α_i T_i of the Gaussians ``p`` with their geometry detached (only d
+        learns from it) and no background term (empty pixels give logit 0)."""
+        geometry = {k: p[k].detach() for k in ("means", "quats", "scales", "opacities")}
+        out, _, _ = self.rasterize(camera, None, None, render_mode="RGB", params=geometry, colors=self.splats["d"][:, None])
         return out[0, ..., 0]
 
     @torch.no_grad()
@@ -425,7 +419,7 @@ class Swift4D(GaussianSplatting):
         colors, alphas, _ = self.rasterize(camera, bg.to(self.device_), self._active_sh_degree(None), render_mode="RGB+ED", params=p)
         out = {"rgb": colors[0, ..., :3].clamp(0, 1), "alpha": alphas[0], "depth": colors[0, ..., 3:4]}
         if "dynamic_mask" in outputs:
-            out["dynamic_mask"] = torch.sigmoid(self._splat_d(camera, p, detach_geometry=True))[..., None]
+            out["dynamic_mask"] = torch.sigmoid(self._splat_d(camera, p))[..., None]
         return {k: out[k] for k in outputs if k in out}
 
     @torch.no_grad()

@@ -168,9 +168,13 @@ class GaussianSplatting(Method):
             **kw,
         )
 
+    def _schedule_means_lr(self, step: int) -> None:
+        """3DGS's exponential decay of the means' learning rate over the run."""
+        lr = self._lrs()["means"]
+        sp.set_lr(self._optimizers["means"], exponential_decay(step, lr, lr * self.config.means_lr_final_ratio, self.max_steps))
+
     def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
-        lr = exponential_decay(step, self._lrs()["means"], self._lrs()["means"] * self.config.means_lr_final_ratio, self.max_steps)
-        sp.set_lr(self._optimizers["means"], lr)
+        self._schedule_means_lr(step)
         colors, alphas, info = self.rasterize(batch.camera, batch.background, self._active_sh_degree(step), render_mode="RGB")
         rgb = colors[0, ..., :3]
         loss = l1_dssim(rgb, batch.image, self.config.ssim_lambda) + self._densifier.regularizer(self.splats)
@@ -192,10 +196,15 @@ class GaussianSplatting(Method):
 
     @torch.no_grad()
     def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None, **options) -> dict[str, Tensor]:
-        bg = background if background is not None else torch.zeros(3, device=self.device_)
-        colors, alphas, _ = self.rasterize(camera, bg.to(self.device_), self._active_sh_degree(None), render_mode="RGB+ED")
-        out = {"rgb": colors[0, ..., :3].clamp(0, 1), "alpha": alphas[0], "depth": colors[0, ..., 3:4]}
+        out = self._render_maps(camera, background)
         return {k: out[k] for k in outputs if k in out}
+
+    def _render_maps(self, camera: Cameras, background: Tensor | None, params: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """{rgb [H, W, 3] clamped, alpha [H, W, 1], depth [H, W, 1]} of ``params`` (default: the splats) over
+        ``background`` [3] (default black), at the full SH degree."""
+        bg = background if background is not None else torch.zeros(3, device=self.device_)
+        colors, alphas, _ = self.rasterize(camera, bg.to(self.device_), self._active_sh_degree(None), render_mode="RGB+ED", params=params)
+        return {"rgb": colors[0, ..., :3].clamp(0, 1), "alpha": alphas[0], "depth": colors[0, ..., 3:4]}
 
     def gaussians(self, time: float | None = None) -> dict[str, Tensor]:
         """The Gaussians' pre-activation parameters (normalised frame), for exports and the viewer."""

@@ -269,8 +269,7 @@ class Swift4D(GaussianSplatting):
         if stage == "fine" and not bool(self.fine_ready):
             self._start_fine()
         cfg = self.config
-        means_lr = self._lrs()["means"]
-        sp.set_lr(self._optimizers["means"], exponential_decay(step, means_lr, means_lr * cfg.means_lr_final_ratio, self.max_steps))
+        self._schedule_means_lr(step)
         if stage == "fine":
             k, n = step - self.stages.dscore_end, max(self.max_steps - self.stages.dscore_end, 1)
             sp.set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
@@ -414,10 +413,8 @@ class Swift4D(GaussianSplatting):
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None, **options) -> dict[str, Tensor]:
-        bg = background if background is not None else torch.zeros(3, device=self.device_)
         p = self.deformed([time])[0]
-        colors, alphas, _ = self.rasterize(camera, bg.to(self.device_), self._active_sh_degree(None), render_mode="RGB+ED", params=p)
-        out = {"rgb": colors[0, ..., :3].clamp(0, 1), "alpha": alphas[0], "depth": colors[0, ..., 3:4]}
+        out = self._render_maps(camera, background, p)
         if "dynamic_mask" in outputs:
             out["dynamic_mask"] = torch.sigmoid(self._splat_d(camera, p))[..., None]
         return {k: out[k] for k in outputs if k in out}

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recon.engine.run import load_run  # noqa: E402
+from recon.errors import ReconError  # noqa: E402
 
 
 def _psnr(mse: float) -> float:
@@ -97,7 +98,10 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", type=Path, default=ROOT / "bench_results" / "swift4d_errors.json")
     args = ap.parse_args()
-    run = load_run(args.run, device="cpu")
+    try:
+        run = load_run(args.run, device="cpu")
+    except ReconError as exc:  # bad run folder: one line, no traceback
+        sys.exit(f"error: {exc}")
     method, scene = run.method, run.scene
     if not getattr(method, "is_dynamic", False) or not hasattr(method, "_deformed_ids"):
         sys.exit(f"error: {run.run_dir}: not a swift4d run")

@@ -198,6 +198,9 @@ def test_error_analysis_script_decomposes_the_error(trained_run, tmp_path):
     assert m["deformed"] > 0 and len(m["per_time"]) == 5
     assert all(row["median"] >= 0 and row["p90"] >= row["median"] for row in m["per_time"])
     assert m["first_to_last"]["max"] > 0  # the field moves the dynamic Gaussians of the demo
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: run directory does not exist"]
 
 
 def _object_distance(scene, transform, means: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,6 @@ def _train_all(data: str, variants: list[str], args, out_dir: Path) -> dict[str,
             log.close()
             if status != 0:
                 raise SystemExit(f"{v} failed; see {log.name}")
-            n0 = len(loads)
             out[v] = {"run_dir": stdout.strip().splitlines()[-1], "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
                       "loads": list(loads)}  # fmt: skip
     stop.set()

@@ -338,9 +338,8 @@ class Swift4D(GaussianSplatting):
         return out
 
     def before_backward(self, step: int, outputs: dict) -> None:
-        if "infos" in outputs:
-            for info in outputs["infos"]:
-                self._densifier.pre_backward(self.splats, self._optimizers, step, info)
+        for info in outputs.get("infos", ()):
+            super().before_backward(step, {"info": info})
 
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
         stage = self.stages.at(step)
@@ -356,8 +355,7 @@ class Swift4D(GaussianSplatting):
             merged["radii"] = torch.cat([i["radii"] for i in infos], 0)
             merged["n_cameras"] = len(infos)
             if merged["means2d"] is not None:
-                self._densifier.post_backward(self.splats, self._optimizers, step, merged, packed=False,
-                                              means_lr=self._optimizers["means"].param_groups[0]["lr"])
+                super().after_optimizer_step(step, {"info": merged})
         self._infos = []
         every = int(round(self.config.importance_every * self.max_steps))
         s1 = step + 1

@@ -83,13 +83,11 @@ def object_bundle(renders: dict[str, np.ndarray], poses: np.ndarray, intrinsics:
     surface points with colours, a box padded by 10 % around the mesh, the mesh and the depth/normal/mask maps."""
     lo, hi = mesh.bounds
     pad = 0.1 * (hi - lo).max()
-    idx = np.arange(len(poses))
     return {
         "images": rgba_uint8(renders),
         "camtoworlds": poses,
         "intrinsics": intrinsics,
-        "split/train": idx[idx % 8 != 0],
-        "split/test": idx[idx % 8 == 0],
+        **every_8th_test(len(poses)),
         "points": points.astype(np.float32),
         "point_colors": point_colors,
         "aabb": np.stack([lo - pad, hi + pad]).astype(np.float32),
@@ -99,6 +97,12 @@ def object_bundle(renders: dict[str, np.ndarray], poses: np.ndarray, intrinsics:
         "gt/normal": renders["normal"],
         "gt/mask": renders["part"] >= 0,
     }
+
+
+def every_8th_test(n: int) -> dict[str, np.ndarray]:
+    """Bundle entries ``split/train`` and ``split/test`` for ``n`` views: every 8th view (0, 8, ...) is a test view."""
+    idx = np.arange(n)
+    return {"split/train": idx[idx % 8 != 0], "split/test": idx[idx % 8 == 0]}
 
 
 def mesh_arrays(prefix: str, mesh: trimesh.Trimesh | tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:

@@ -26,6 +26,8 @@ import numpy as np
 
 from recon.errors import ReconError
 
+from .common import every_8th_test
+
 NAME = "pbr"
 VERSION = "1"
 _SOURCE = Path(__file__).with_name("pbr_scene.py")
@@ -126,8 +128,7 @@ def adapt(raw: dict) -> dict[str, np.ndarray]:
         else:
             _flatten(key if key == "gt" or key.startswith("gt/") else f"gt/{key}", value, out)
     if not any(k.startswith("split/") for k in out):
-        idx = np.arange(n)
-        out["split/train"], out["split/test"] = idx[idx % 8 != 0], idx[idx % 8 == 0]
+        out.update(every_8th_test(n))
     if "gt/mesh/vertices" in out and "points" not in out:
         out.update(_points_from_mesh(out["gt/mesh/vertices"], out["gt/mesh/faces"], raw.get("material_fn")))
     if "aabb" not in out and "gt/mesh/vertices" in out:

@@ -12,7 +12,7 @@ import numpy as np
 import trimesh
 from trimesh.transformations import rotation_matrix, translation_matrix
 
-from .common import make_cameras, mesh_arrays, pinhole, render_views, rgba_uint8, sphere_poses
+from .common import make_cameras, mesh_arrays, object_bundle, pinhole, render_views, sphere_poses
 from .raycast import Lighting, Material, Part, RayScene, sample_parts
 from .shapes import parametric_grid, quad
 from .textures import angle, checker, fbm, hex_colors, mix, ramp, stripes
@@ -146,29 +146,18 @@ def generate(resolution: int = 128, n_views: int = 40, ss: int = 2, n_points: in
     objects = trimesh.util.concatenate(meshes)
     ground = trimesh.Trimesh(parts[0].vertices, parts[0].faces, process=False)
     everything = trimesh.util.concatenate([objects, ground])
-    idx = np.arange(n_views)
     lo, hi = everything.bounds
     return {
-        "images": rgba_uint8(r),
-        "camtoworlds": cams,
-        "intrinsics": k,
-        "split/train": idx[idx % 8 != 0],
-        "split/test": idx[idx % 8 == 0],
-        "points": pts.astype(np.float32),
-        "point_colors": colors,
+        **object_bundle(r, cams, k, pts, colors, everything),
+        # A tighter box than the orbit scenes' 10 % pad, with head room above the solids.
         "aabb": np.stack([lo - 0.05, hi + np.array([0.05, 0.05, 0.4])]).astype(np.float32),
-        "background": np.ones(3, dtype=np.float32),
         "gt/primitives/types": np.array([p[0] for p in PRIMITIVES]),
         "gt/primitives/poses": poses.astype(np.float32),
         "gt/primitives/sizes": np.array([p[3] for p in PRIMITIVES], np.float32),
         "gt/primitives/exponents": np.array([p[4] for p in PRIMITIVES], np.float32),
         "gt/ground/pose": np.eye(4, dtype=np.float32),
         "gt/ground/sizes": np.array([GROUND_SIZE / 2, GROUND_SIZE / 2, 0.0], np.float32),
-        **mesh_arrays("gt/mesh", everything),
         **mesh_arrays("gt/objects_mesh", objects),
-        "gt/depth": r["depth"],
-        "gt/normal": r["normal"],
-        "gt/mask": r["part"] >= 0,
         "gt/object_mask": r["part"] >= 1,
         "gt/part": r["part"],
         "gt/part_names": np.array([p.name for p in parts]),

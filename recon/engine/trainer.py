@@ -108,13 +108,19 @@ class _Loader:
                 bg = torch.zeros(3, device=self.device)
             else:
                 bg = scene_bg
-            rgb = img[..., :3] * alpha + bg * (1 - alpha)
         else:
             bg = scene_bg
-            rgb = img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
         cam = self.cameras[index]
         t = None if cam.times is None else float(cam.times[0])
-        return Batch(index=index, camera=cam, image=rgb, alpha=alpha, mask=mask, background=bg, time=t)
+        return Batch(index=index, camera=cam, image=self.image(index, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self)
+
+    def image(self, index: int, background: torch.Tensor) -> torch.Tensor:
+        """[H, W, 3] training image ``index`` (cached on the device), RGBA composited over ``background`` [3]
+        (:class:`~recon.methods.base.ViewSource`: methods draw their extra views of a step from here)."""
+        img, _ = self._pixels(index)
+        if img.shape[-1] == 4:
+            return img[..., :3] * img[..., 3:] + background * (1 - img[..., 3:])
+        return img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
 
 
 class Trainer:

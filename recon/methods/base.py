@@ -9,7 +9,7 @@ below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,9 +23,18 @@ class MethodConfig:
     """Base of every method's config (fields with docstrings become ``--model.*`` CLI options)."""
 
 
+class ViewSource(Protocol):
+    """The trainer's training images, for methods that use several views per step (each image is loaded once and
+    kept on the training device by the trainer; a method must not keep a second copy)."""
+
+    def image(self, index: int, background: Tensor) -> Tensor:
+        """[H, W, 3] training image ``index`` in [0, 1], RGBA composited over ``background`` [3]."""
+        ...
+
+
 @dataclass
 class Batch:
-    """One training sample: a single view (methods that use several views per step draw more from the loader).
+    """One training sample: a single view (methods that use several views per step draw more from ``views``).
 
     Attributes:
         index: frame index into the scene.
@@ -35,6 +44,7 @@ class Batch:
         mask: [H, W, 1] foreground mask when the data has one, else None.
         background: [3] the background ``image`` was composited over.
         time: the frame's time in [0, 1] for dynamic scenes, else None.
+        views: the trainer's image source for further training views (None outside a trainer).
     """
 
     index: int
@@ -44,6 +54,7 @@ class Batch:
     mask: Tensor | None
     background: Tensor
     time: float | None
+    views: ViewSource | None = None
 
 
 class Method(nn.Module):

@@ -44,7 +44,7 @@ from recon.engine.losses import l1_dssim
 from recon.engine.schedules import exponential_decay
 from recon.errors import ReconError
 from recon.methods import register
-from recon.methods.base import Batch
+from recon.methods.base import Batch, ViewSource
 from recon.methods.gs.model import GaussianSplatting
 from recon.methods.swift4d import masks as mk
 from recon.methods.swift4d.config import Stages, Swift4DConfig
@@ -57,23 +57,12 @@ _DSCORE_REACH = 150.0
 
 
 class _Views:
-    """Training views the method draws itself (the trainer hands over one per step; Swift4D wants two, and
-    stage-dependent pools). Images are kept on the device after first use, like the trainer's loader."""
+    """Cameras and times of the training views the method draws itself (the trainer hands over one per step;
+    Swift4D wants two, and stage-dependent pools). Their images come from the trainer (``Batch.views``)."""
 
     def __init__(self, scene: SceneData, device: torch.device):
         self.scene = scene
-        self.device = device
         self.cameras = scene.cameras.to(device)
-        self._cache: dict[int, Tensor] = {}
-
-    def image(self, index: int, background: Tensor) -> Tensor:
-        """[H, W, 3] target, RGBA composited over ``background`` [3]."""
-        if index not in self._cache:
-            self._cache[index] = torch.from_numpy(np.ascontiguousarray(self.scene.image(index))).to(self.device)
-        img = self._cache[index]
-        if img.shape[-1] == 4:
-            return img[..., :3] * img[..., 3:] + background * (1 - img[..., 3:])
-        return img[..., :3]
 
     def time(self, index: int) -> float:
         return float(self.scene.cameras.times[index])
@@ -285,7 +274,7 @@ class Swift4D(GaussianSplatting):
             cam = self._views.cameras[v]
             colors, _, info = self.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
             rgb = colors[0, ..., :3]
-            target = batch.image if v == batch.index else self._views.image(v, batch.background)
+            target = batch.image if v == batch.index else batch.views.image(v, batch.background)
             loss = loss + l1_dssim(rgb, target, cfg.ssim_lambda) / len(views)
             infos.append(info)
             rgb0 = rgb if rgb0 is None else rgb0
@@ -304,7 +293,7 @@ class Swift4D(GaussianSplatting):
 
     def _dscore_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         if self._masks is None:
-            self._masks = self.change_masks()
+            self._masks = self.change_masks(batch.views)
             self._mask_share = mk.mask_coverage(self._masks.values())
         k, n = step - self.stages.canonical_end, max(self.stages.dscore_end - self.stages.canonical_end, 1)
         lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
@@ -322,8 +311,9 @@ class Swift4D(GaussianSplatting):
         return out[0, ..., 0]
 
     @torch.no_grad()
-    def change_masks(self) -> dict[int, Tensor]:
-        """Pseudo ground truth of the d-score stage: view index -> bool [H, W] on the device (see :mod:`.masks`)."""
+    def change_masks(self, views: ViewSource) -> dict[int, Tensor]:
+        """Pseudo ground truth of the d-score stage: view index -> bool [H, W] on the device (see :mod:`.masks`);
+        ``views``: the trainer's training images (monocular data compares them with canonical renders)."""
         cfg = self.config
         width = int(self.scene.cameras.widths[self.canonical_pool[0]])
         ksize = mk.blur_kernel_size(width, cfg.mask_blur)
@@ -334,7 +324,7 @@ class Swift4D(GaussianSplatting):
         out = {}
         for i in self.canonical_pool:
             colors, _, _ = self.rasterize(self._views.cameras[i], bg, self.config.sh_degree, render_mode="RGB")
-            out[i] = mk.residual_masks(colors[:1, ..., :3], self._views.image(i, bg)[None], cfg.mono_mask_threshold, ksize)[0]
+            out[i] = mk.residual_masks(colors[:1, ..., :3], views.image(i, bg)[None], cfg.mono_mask_threshold, ksize)[0]
         return out
 
     def before_backward(self, step: int, outputs: dict) -> None:

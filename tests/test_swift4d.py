@@ -7,6 +7,7 @@ One short CLI run on demo:dynamic (module fixture) feeds the tests that need a t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,43 @@ def test_geometry_only_deltas_keep_appearance():
     for k in ("opacities", "sh0", "shN"):
         assert torch.equal(a[k], m.splats[k].detach()), k
     assert not torch.equal(a["means"], m.splats["means"].detach())
+
+
+def test_temporal_importance_pruning_sees_every_training_time():
+    """A Gaussian the field shows at a single training time survives pruning, whichever time that is (the pass
+    used to sample 16 views, and the demo has 24 times)."""
+    from recon.cameras import camera_focus
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(all_dynamic=True), scene, 100, "cpu")
+    m.setup(scene)
+    m._start_fine()
+    views = m.importance_views()
+    train_times = {m._views.time(v) for v in m.train_pool}
+    assert len(train_times) > m.config.importance_max_views  # the case the old sampler got wrong
+    assert {m._views.time(v) for v in views} == train_times
+    assert len(views) == len(set(views))
+
+    focus = torch.from_numpy(camera_focus(scene.cameras.camtoworlds[torch.from_numpy(scene.split("train"))])).float()
+    deformed = m.deformed
+    for shown_at in sorted(train_times)[:: max(len(train_times) // 3, 1)]:
+
+        def only_at(times, shown_at=shown_at):
+            out = []
+            for t, p in zip(times, deformed(times)):
+                p = {k: v.detach().clone() for k, v in p.items()}
+                p["opacities"][:] = -30.0  # everything invisible ...
+                p["means"][0], p["scales"][0] = focus, math.log(0.05)
+                if t == shown_at:
+                    p["opacities"][0] = 10.0  # ... except Gaussian 0 at one training time
+                out.append(p)
+            return out
+
+        m.deformed = only_at
+        try:
+            w = m.max_weights()
+        finally:
+            m.deformed = deformed
+        assert w[0] > 0.5 and w[1:].max() < 1e-6, (shown_at, float(w[0]))

@@ -81,7 +81,8 @@ class Swift4DConfig(GSConfig):
     """Temporal-importance pruning every this fraction of the steps (and once at the end of the canonical stage);
     0 disables it."""
     importance_max_views: int = 16
-    """At most this many training (view, time) images in a pruning pass (evenly spread)."""
+    """Views of a pruning pass: at most this many in the canonical stage (evenly spread); in the fine stage one per
+    distinct training time (always, even above this cap) topped up with evenly spread views to this many."""
     sh_degree_interval: int = 500
     init_num_points: int = 30_000
     """Random initial points (data without a point cloud), in the box the training cameras look at."""

@@ -356,13 +356,10 @@ class Swift4D(GaussianSplatting):
 
     @torch.no_grad()
     def max_weights(self) -> Tensor:
-        """[N] max over (a spread subset of) training views and their times of each Gaussian's α·T."""
+        """[N] max over the training views of :meth:`importance_views` (at their times) of each Gaussian's α·T."""
         stage_canonical = not bool(self.fine_ready)
-        pool = self.canonical_pool if stage_canonical else self.train_pool
-        cap = self.config.importance_max_views
-        views = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(cap, len(pool))).round().astype(int)]
         by_time: dict[float | None, list[int]] = {}
-        for v in views:
+        for v in self.importance_views():
             by_time.setdefault(None if stage_canonical else self._views.time(v), []).append(v)
         N = self.splats["means"].shape[0]
         best = torch.zeros(N, device=self.device_)
@@ -377,6 +374,24 @@ class Swift4D(GaussianSplatting):
             )  # fmt: skip
             best = torch.maximum(best, w)
         return best
+
+    def importance_views(self) -> list[int]:
+        """Training views of a pruning pass. Canonical stage: at most ``importance_max_views``, evenly spread (the
+        Gaussians do not change with time). Fine stage: one view per distinct training time, cycling through the
+        cameras that saw it, plus evenly spread extra views up to ``importance_max_views``; a pass that skipped a
+        time would prune Gaussians the field shows only around that time (the field can fade a Gaussian in for a
+        single frame), so every time is covered whatever the cap."""
+        cap = self.config.importance_max_views
+        pool = self.canonical_pool if not bool(self.fine_ready) else self.train_pool
+        spread = list(dict.fromkeys(pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(cap, len(pool))).round()))
+        if not bool(self.fine_ready):
+            return spread
+        per_time: dict[float, list[int]] = {}
+        for v in pool:
+            per_time.setdefault(self._views.time(v), []).append(v)
+        views = [vs[k % len(vs)] for k, (_, vs) in enumerate(sorted(per_time.items()))]
+        seen = set(views)
+        return views + [v for v in spread if v not in seen][: max(cap - len(views), 0)]
 
     @torch.no_grad()
     def prune_unimportant(self) -> int:

@@ -60,6 +60,20 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), k
 
 
+def test_small_device_image_cache_trains_identically(tmp_path):
+    """A device-image budget of two images (evicting and re-fetching all the time) gives the same run as a budget
+    that holds the whole training set."""
+    _, m_all, t_all = _setup(tmp_path / "a", max_steps=30)
+    t_all.train()
+    one = blob_scene().image(0).nbytes  # every image of the scene has this size
+    scene, m_small, t_small = _setup(tmp_path / "b", max_steps=30, image_cache_gb=2.5 * one / (1 << 30))
+    t_small.train()
+    assert len(t_all.loader.images._items) == len(scene.split("train"))
+    assert len(t_small.loader.images._items) == 2 and t_small.loader.images._bytes <= 2.5 * one
+    for k in m_all.splats:
+        assert torch.equal(m_all.splats[k], m_small.splats[k]), k
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "checkpoints" / "step-000001.pt"
     ckpt.atomic_save({"x": torch.ones(3)}, target)

@@ -114,7 +114,8 @@ def downscale_image(img: np.ndarray, factor: int) -> np.ndarray:
 
 
 class ImageCache:
-    """Thread-safe LRU cache of decoded images with a memory budget in bytes."""
+    """Thread-safe LRU cache of images with a memory budget in bytes (numpy arrays, or device tensors for the
+    trainer: anything with ``nbytes``)."""
 
     def __init__(self, source: ImageSource, budget_bytes: int = 2 << 30):
         self.source = source

@@ -22,7 +22,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from recon.data.scene import SceneData
+from recon.data.scene import ImageCache, SceneData
 from recon.engine import checkpoint as ckpt
 from recon.errors import ReconError
 from recon.eval.metrics import psnr
@@ -56,30 +56,47 @@ class TrainerConfig:
     work, 1 is often faster: idle-waiting worker threads stall every small operation."""
     eval_at_end: bool = True
     """Evaluate the test split when training ends and write metrics.json."""
+    image_cache_gb: float = 4.0
+    """Training images kept on the device, in GiB (float32; masks get another quarter of it); beyond it the least
+    recently used are dropped and fetched again from the data's own decoded-image cache. Small data sets stay
+    resident; full-resolution multi-view video does not have to fit."""
+
+
+class _DeviceFrames:
+    """The scene's images (or masks) as tensors on the device: an image source for :class:`ImageCache`."""
+
+    def __init__(self, scene: SceneData, device: torch.device, masks: bool = False):
+        self.scene, self.device, self.masks = scene, device, masks
+
+    def __len__(self) -> int:
+        return len(self.scene)
+
+    def load(self, index: int) -> torch.Tensor:
+        arr = self.scene.mask(index) if self.masks else self.scene.image(index)
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+
+    def describe(self, index: int) -> str:
+        return self.scene.describe_image(index)
 
 
 class _Loader:
-    """Random training views, each image loaded once and kept on the device (the data sets here are small)."""
+    """Random training views; their images stay on the device in an LRU cache of ``budget_bytes``."""
 
-    def __init__(self, scene: SceneData, device: torch.device, seed: int, background: str):
+    def __init__(self, scene: SceneData, device: torch.device, seed: int, background: str, budget_bytes: int = 4 << 30):
         self.scene = scene
         self.device = device
         self.indices = scene.split("train")
         self.seed = seed
         self.epoch = 0  # each epoch's order comes from (seed, epoch), so a resumed run draws the same views
         self.order: list[int] = []
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.images = ImageCache(_DeviceFrames(scene, device), budget_bytes)
+        self.masks = ImageCache(_DeviceFrames(scene, device, masks=True), budget_bytes // 4) if scene.masks is not None else None
         self.background = background
         self.cameras = scene.cameras.to(device)
         self.bg_rng = torch.Generator().manual_seed(seed + 1)
 
-    def _pixels(self, index: int):
-        if index not in self.cache:
-            img = torch.from_numpy(np.ascontiguousarray(self.scene.image(index))).to(self.device)
-            mask = self.scene.masks is not None and self.scene.mask(index)
-            mask_t = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device) if mask is not False and mask is not None else None
-            self.cache[index] = (img, mask_t)
-        return self.cache[index]
+    def _pixels(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.images.get(index), self.masks.get(index) if self.masks is not None else None
 
     def state(self) -> dict:
         return {"order": torch.tensor(self.order, dtype=torch.int64), "epoch": self.epoch, "bg_rng": self.bg_rng.get_state()}
@@ -115,7 +132,7 @@ class _Loader:
         return Batch(index=index, camera=cam, image=self.image(index, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self)
 
     def image(self, index: int, background: torch.Tensor) -> torch.Tensor:
-        """[H, W, 3] training image ``index`` (cached on the device), RGBA composited over ``background`` [3]
+        """[H, W, 3] training image ``index`` (from the device cache), RGBA composited over ``background`` [3]
         (:class:`~recon.methods.base.ViewSource`: methods draw their extra views of a step from here)."""
         img, _ = self._pixels(index)
         if img.shape[-1] == 4:
@@ -132,7 +149,7 @@ class Trainer:
         self.scene = scene
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
-        self.loader = _Loader(scene, method.device_, config.seed, config.background)
+        self.loader = _Loader(scene, method.device_, config.seed, config.background, int(config.image_cache_gb * (1 << 30)))
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.history: list[dict] = []

@@ -1,6 +1,6 @@
 """Swift4D vs its all-dynamic baseline, same code, same data, same budgets.
 
-Runs ``recon train --method swift4d DATA`` twice (default and ``--model.all-dynamic True``) with equal
+Runs ``recon train --method swift4d DATA`` twice (default and ``--model.all-dynamic``) with equal
 ``--max-steps`` / ``--max-minutes``, then reports per variant: test PSNR / SSIM, seconds per iteration (median over
 the logged intervals of the spatio-temporal stage, where the two differ, and over the whole run), total training
 time, model size on disk (the model's state_dict: canonical Gaussians + d + hash field, fp32; the checkpoint, which

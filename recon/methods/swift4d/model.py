@@ -24,7 +24,7 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
 Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
 pruning (max α·T over training views and times < 0.02, :func:`recon.render.gaussian_weights.gaussian_max_weights`).
 
-``--model.all-dynamic True`` is the baseline that deforms every Gaussian (no d-score stage).
+``--model.all-dynamic`` is the baseline that deforms every Gaussian (no d-score stage).
 """
 
 from __future__ import annotations

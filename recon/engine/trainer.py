@@ -95,9 +95,6 @@ class _Loader:
         self.cameras = scene.cameras.to(device)
         self.bg_rng = torch.Generator().manual_seed(seed + 1)
 
-    def _pixels(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.images.get(index), self.masks.get(index) if self.masks is not None else None
-
     def state(self) -> dict:
         return {"order": torch.tensor(self.order, dtype=torch.int64), "epoch": self.epoch, "bg_rng": self.bg_rng.get_state()}
 
@@ -111,7 +108,8 @@ class _Loader:
             self.order = [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)]
             self.epoch += 1
         index = self.order.pop()
-        img, mask = self._pixels(index)
+        img = self.images.get(index)
+        mask = self.masks.get(index) if self.masks is not None else None
         alpha = None
         scene_bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
         if img.shape[-1] == 4:
@@ -129,15 +127,19 @@ class _Loader:
             bg = scene_bg
         cam = self.cameras[index]
         t = None if cam.times is None else float(cam.times[0])
-        return Batch(index=index, camera=cam, image=self.image(index, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self)
+        return Batch(index=index, camera=cam, image=_composite(img, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self)
 
     def image(self, index: int, background: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] training image ``index`` (from the device cache), RGBA composited over ``background`` [3]
         (:class:`~recon.methods.base.ViewSource`: methods draw their extra views of a step from here)."""
-        img, _ = self._pixels(index)
-        if img.shape[-1] == 4:
-            return img[..., :3] * img[..., 3:] + background * (1 - img[..., 3:])
-        return img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
+        return _composite(self.images.get(index), background)
+
+
+def _composite(img: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """[H, W, C] image (C = 1, 3 or 4) -> [H, W, 3]: RGBA over ``background`` [3], grey expanded to RGB."""
+    if img.shape[-1] == 4:
+        return img[..., :3] * img[..., 3:] + background * (1 - img[..., 3:])
+    return img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
 
 
 class Trainer:

@@ -24,8 +24,8 @@ class MethodConfig:
 
 
 class ViewSource(Protocol):
-    """The trainer's training images, for methods that use several views per step (each image is loaded once and
-    kept on the training device by the trainer; a method must not keep a second copy)."""
+    """The trainer's training images, for methods that use several views per step (the trainer keeps them on the
+    training device in a bounded cache; a method must not keep a second copy)."""
 
     def image(self, index: int, background: Tensor) -> Tensor:
         """[H, W, 3] training image ``index`` in [0, 1], RGBA composited over ``background`` [3]."""

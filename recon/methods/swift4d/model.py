@@ -381,10 +381,10 @@ class Swift4D(GaussianSplatting):
         cameras that saw it, plus evenly spread extra views up to ``importance_max_views``; a pass that skipped a
         time would prune Gaussians the field shows only around that time (the field can fade a Gaussian in for a
         single frame), so every time is covered whatever the cap."""
-        cap = self.config.importance_max_views
-        pool = self.canonical_pool if not bool(self.fine_ready) else self.train_pool
+        cap, fine = self.config.importance_max_views, bool(self.fine_ready)
+        pool = self.train_pool if fine else self.canonical_pool
         spread = list(dict.fromkeys(pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(cap, len(pool))).round()))
-        if not bool(self.fine_ready):
+        if not fine:
             return spread
         per_time: dict[float, list[int]] = {}
         for v in pool:

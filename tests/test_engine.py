@@ -10,6 +10,7 @@ import torch
 from recon.data.normalize import compute_normalization, normalize_scene
 from recon.engine import checkpoint as ckpt
 from recon.engine.trainer import Trainer, TrainerConfig
+from recon.errors import ReconError
 from recon.eval.evaluate import evaluate
 from recon.methods import get_method
 from tests.helpers import blob_scene
@@ -70,8 +71,18 @@ def test_small_device_image_cache_trains_identically(tmp_path):
     t_small.train()
     assert len(t_all.loader.images._items) == len(scene.split("train"))
     assert len(t_small.loader.images._items) == 2 and t_small.loader.images._bytes <= 2.5 * one
+    _, m_none, t_none = _setup(tmp_path / "c", max_steps=30, image_cache_gb=0)
+    t_none.train()
+    assert not t_none.loader.images._items  # 0: nothing stays on the device
     for k in m_all.splats:
         assert torch.equal(m_all.splats[k], m_small.splats[k]), k
+        assert torch.equal(m_all.splats[k], m_none.splats[k]), k
+
+
+@pytest.mark.parametrize("gb", [-1.0, float("nan")])
+def test_negative_image_cache_is_a_clear_error(tmp_path, gb):
+    with pytest.raises(ReconError, match="image-cache-gb must be >= 0"):
+        _setup(tmp_path, max_steps=10, image_cache_gb=gb)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -59,7 +59,8 @@ class TrainerConfig:
     image_cache_gb: float = 4.0
     """Training images kept on the device, in GiB (float32; masks get another quarter of it); beyond it the least
     recently used are dropped and fetched again from the data's own decoded-image cache. Small data sets stay
-    resident; full-resolution multi-view video does not have to fit."""
+    resident; full-resolution multi-view video does not have to fit. 0 keeps none on the device (every step
+    copies its images again)."""
 
 
 class _DeviceFrames:
@@ -151,6 +152,8 @@ class Trainer:
         self.scene = scene
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
+        if not config.image_cache_gb >= 0:  # (also NaN)
+            raise ReconError(f"--trainer.image-cache-gb must be >= 0 (got {config.image_cache_gb})")
         self.loader = _Loader(scene, method.device_, config.seed, config.background, int(config.image_cache_gb * (1 << 30)))
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run

@@ -33,11 +33,11 @@ def psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _gaussian_window(size: int, sigma: float, channels: int, device: str, dtype: torch.dtype) -> Tensor:
+def gaussian_kernel_1d(size: int, sigma: float, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[size] normalised 1-D Gaussian centred on the middle tap (computed in float64, then cast)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = (g / g.sum()).to(device=device, dtype=dtype)
-    return g
+    return (g / g.sum()).to(device=device, dtype=dtype)
 
 
 def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -55,7 +55,7 @@ def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5)
     x = pred.permute(0, 3, 1, 2)
     y = target.permute(0, 3, 1, 2)
     c = x.shape[1]
-    g = _gaussian_window(window, sigma, c, str(x.device), x.dtype)
+    g = gaussian_kernel_1d(window, sigma, x.device, x.dtype)
     # Separable Gaussian filter: two 1D depthwise convolutions are ~5x cheaper than one 2D one on CPU.
     gh = g.view(1, 1, 1, -1).expand(c, 1, 1, window)
     gv = g.view(1, 1, -1, 1).expand(c, 1, window, 1)

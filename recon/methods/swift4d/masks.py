@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.eval.metrics import gaussian_kernel_1d
+
 #: The reference blur: a 31×31 Gaussian kernel (OpenCV sigma for ksize 31 is 5.0) at N3DV's half-res width 1352.
 REFERENCE_KSIZE = 31
 REFERENCE_WIDTH = 1352
@@ -49,9 +51,7 @@ def gaussian_blur(img: Tensor, ksize: int) -> Tensor:
     if ksize <= 1:
         return img
     sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
-    x = torch.arange(ksize, dtype=torch.float64, device=img.device) - (ksize - 1) / 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(img.dtype)
+    k = gaussian_kernel_1d(ksize, sigma, img.device, img.dtype)
     shape = img.shape
     h, w = shape[-2:]
     t = img.reshape(-1, 1, h, w)

@@ -6,7 +6,8 @@ dynamic Gaussians cover and the rest, and measures how far the field actually mo
 Prints, per split (the evaluation split and train):
 
 * PSNR, the dynamic region's share of the pixels and of the squared error, PSNR inside / outside it, and the PSNR a
-  perfect dynamic (or perfect static) part would give. The dynamic region is where the splatted score ``d`` says
+  perfect dynamic (or perfect static) part would give, and (RGBA data) the share of the squared error on pixels
+  the ground truth leaves empty. The dynamic region is where the splatted score ``d`` says
   "dynamic" with confidence (sigmoid > 0.97), dilated by 4 px.
 * Motion: per time, the median / 90th percentile displacement of the deformed Gaussians from their canonical
   centres, the displacement between the first and last training time, and the mean absolute opacity change. Small
@@ -42,8 +43,9 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
     """Squared error inside / outside the dynamic region over every image of ``split``."""
     bg = torch.tensor(scene.background, dtype=torch.float32, device=method.device_)
     cams = scene.cameras.to(method.device_)
-    err_in = err_out = 0.0
+    err_in = err_out = err_bg = 0.0
     n_in = n_all = 0
+    has_alpha = False
     per_image = []
     for i in (int(j) for j in scene.split(split)):
         cam = cams[i]
@@ -51,6 +53,10 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         out = method.render(cam, time=t, outputs=("rgb", "dynamic_mask"), background=bg)
         gt = torch.from_numpy(scene.image_rgb(i)).to(out["rgb"])
         se = ((out["rgb"] - gt) ** 2).mean(-1)
+        raw = scene.image(i)
+        if raw.shape[-1] == 4:  # RGBA data: error where the ground truth is empty (floaters, ghosts, overhangs)
+            has_alpha = True
+            err_bg += float(se[torch.from_numpy(raw[..., 3] < 0.01)].sum())
         region = (out["dynamic_mask"][..., 0] > confidence).float()
         region = F.max_pool2d(region[None, None], 2 * dilate + 1, 1, dilate)[0, 0] > 0
         err_in += float(se[region].sum())
@@ -68,6 +74,7 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         "psnr_outside": _psnr(err_out / max(n_all - n_in, 1)),
         "psnr_if_dynamic_perfect": _psnr(err_out / n_all),
         "psnr_if_static_perfect": _psnr(err_in / n_all),
+        "background_error_share": err_bg / total if has_alpha and total > 0 else None,
         "per_image": per_image,
     }
 
@@ -112,7 +119,9 @@ def main() -> None:
         print(f"{split:>6}: PSNR {r['psnr']:.2f}  dynamic region {100 * r['dynamic_area']:.1f}% of pixels, "
               f"{100 * r['dynamic_error_share']:.1f}% of squared error; inside {r['psnr_inside']:.2f} dB, outside "
               f"{r['psnr_outside']:.2f} dB; perfect dynamic part -> {r['psnr_if_dynamic_perfect']:.2f} dB, "
-              f"perfect static part -> {r['psnr_if_static_perfect']:.2f} dB")
+              f"perfect static part -> {r['psnr_if_static_perfect']:.2f} dB"
+              + ("" if r["background_error_share"] is None else
+                 f"; {100 * r['background_error_share']:.1f}% of the squared error on empty (alpha 0) pixels"))
     t_lo, t_hi = (float(v) for v in method.time_range)
     times = [t_lo + (t_hi - t_lo) * k / 4 for k in range(5)]
     m = motion(method, times)

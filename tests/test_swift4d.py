@@ -154,6 +154,51 @@ def test_gaussian_max_weights_kernel_matches_torch_multi_camera():
 
 
 # ------------------------------------------------------------------------------------------------ trained run
+def test_error_analysis_background_share_on_rgba_data():
+    """The share of the squared error on pixels the ground truth leaves empty (RGBA data), on a hand-made case:
+    the render is off by 0.5 on the 10 empty rows and by 0.1 on the 10 object rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ea", Path(__file__).resolve().parents[1] / "scripts" / "swift4d_error_analysis.py")
+    ea = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ea)
+    rgba = np.zeros((20, 8, 4), np.float32)
+    rgba[10:] = (0.2, 0.4, 0.6, 1.0)  # object in the lower half, nothing in the upper half
+
+    class Cams:
+        times = torch.zeros(1)
+
+        def to(self, device):
+            return self
+
+        def __getitem__(self, i):
+            return self
+
+    class Scene:
+        background, cameras = (1.0, 1.0, 1.0), Cams()
+
+        def split(self, name):
+            return np.array([0])
+
+        def image(self, i):
+            return rgba
+
+        def image_rgb(self, i):
+            return rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+
+    class Method:
+        device_ = torch.device("cpu")
+
+        def render(self, camera, time, outputs, background):
+            rgb = torch.from_numpy(Scene().image_rgb(0)).clone()
+            rgb[:10] -= 0.5
+            rgb[10:] += 0.1
+            return {"rgb": rgb, "dynamic_mask": torch.zeros(20, 8, 1)}
+
+    r = ea.region_errors(Method(), Scene(), "test")
+    assert r["background_error_share"] == pytest.approx(0.25 / (0.25 + 0.01), rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """`recon train --method swift4d` on demo:dynamic, short: 45 canonical + 75 d-score + 30 fine steps."""
@@ -194,6 +239,7 @@ def test_error_analysis_script_decomposes_the_error(trained_run, tmp_path):
         parts = 10 ** (-e["psnr_if_dynamic_perfect"] / 10) + 10 ** (-e["psnr_if_static_perfect"] / 10)
         assert parts == pytest.approx(10 ** (-e["psnr_pooled"] / 10), rel=1e-4)
         assert e["psnr_if_dynamic_perfect"] >= e["psnr_pooled"] and e["psnr_if_static_perfect"] >= e["psnr_pooled"]
+        assert e["background_error_share"] is None  # the demo's images are opaque
     assert res["train"]["dynamic_error_share"] > res["train"]["dynamic_area"]
     m = res["motion"]
     assert m["deformed"] > 0 and len(m["per_time"]) == 5

@@ -88,6 +88,9 @@ def test_monocular_pools_use_all_frames(shared_data):
     # supervised from several directions; an explicit --model.time-resolution wins.
     assert m.time_cells() == 8 and m.field.encoding.layout.resolutions[-1][3] == 8
     assert Swift4D(Swift4DConfig(time_resolution=5), scene, 1000, "cpu").time_cells() == 5
+    # The masked depth-distortion term is on for monocular data by default (off with --model.distortion off).
+    assert m.use_distortion and m.distortion_on(m.stages.dscore_end)
+    assert not Swift4D(Swift4DConfig(distortion="off"), scene, 1000, "cpu").distortion_on(999)
 
 
 # ------------------------------------------------------------------------------------------------ max weights
@@ -401,3 +404,80 @@ def test_temporal_importance_pruning_sees_every_training_time():
         finally:
             m.deformed = deformed
         assert w[0] > 0.5 and w[1:].max() < 1e-6, (shown_at, float(w[0]))
+
+
+def test_change_masks_survive_a_checkpoint(tmp_path):
+    """Monocular masks come from the canonical fit, which the fine stage keeps changing: a resumed run restores
+    them from the checkpoint instead of recomputing them (bit-packed, any size)."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(), scene, 100, "cpu")
+    rng = np.random.default_rng(0)
+    m._masks = {v: torch.from_numpy(rng.random((37, 53)) > 0.7) for v in m.canonical_pool}
+    torch.save(m.extra_state(), tmp_path / "extra.pt")
+    fresh = Swift4D(Swift4DConfig(), scene, 100, "cpu")
+    fresh.load_extra_state(torch.load(tmp_path / "extra.pt", weights_only=True))
+    assert set(fresh._masks) == set(m._masks)
+    for v in m._masks:
+        assert fresh._masks[v].dtype == torch.bool and torch.equal(fresh._masks[v], m._masks[v])
+    assert fresh._mask_share == pytest.approx(mk.mask_coverage(m._masks.values()))
+
+
+def test_distortion_is_off_inside_the_change_mask():
+    """Fine stage: the depth-distortion term counts only the pixels outside the view's change mask."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(), scene, 100, "cpu")
+    m.setup(scene)
+    m._start_fine()
+    v = m.train_pool[0]
+    cam = m._views.cameras[v]
+    h, w = int(cam.heights[0]), int(cam.widths[0])
+    p = m.deformed([m._views.time(v)])[0]
+    everywhere = m.depth_distortion(cam, p).detach()
+    assert float(everywhere) > 0  # random initial points: many layers on every ray
+    cam_views = m.frames_per_camera[m._camera_of[v]]
+    for share, expect in ((1.0, 0.0), (0.0, float(everywhere))):
+        mask = torch.zeros(h, w, dtype=torch.bool)
+        mask[: int(share * h)] = True
+        m._masks = {cam_views[0]: mask}
+        assert float(m._still_distortion(v, cam, p, None).detach()) == pytest.approx(expect, rel=1e-5, abs=1e-9)
+
+
+def test_all_dynamic_baseline_gets_the_same_masked_regulariser(tmp_path):
+    """The all-dynamic baseline has no d-score stage; its fine stage computes the change masks on first use, so
+    both variants train with the same loss."""
+    import dataclasses
+
+    from recon.data.normalize import compute_normalization, normalize_scene
+    from recon.demo import load_demo
+    from recon.engine.trainer import Trainer, TrainerConfig
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    scene = normalize_scene(scene, compute_normalization(scene))
+    cfg = Swift4DConfig(all_dynamic=True, canonical_fraction=0.5, init_num_points=2000, distortion="on")
+    cfg.densify = dataclasses.replace(cfg.densify, refine_every=10)
+    m = Swift4D(cfg, scene, 20, "cpu")
+    m.setup(scene)
+    assert m.distortion_on(m.stages.dscore_end) and m._masks is None
+    Trainer(TrainerConfig(max_steps=20, log_every=5, image_every=0, checkpoint_every=100, eval_at_end=False), m, scene, tmp_path / "run").train()
+    assert m._masks is not None and set(m._masks) == set(m.canonical_pool)
+    assert 0.0 < m.log_scalars()["mask_share"] < 1.0
+
+
+def test_distortion_mode_defaults_off_for_multiview_video():
+    from recon.demo import load_demo
+    from recon.errors import ReconError
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    assert not Swift4D(Swift4DConfig(), scene, 100, "cpu").use_distortion  # auto: off for multi-view video
+    assert Swift4D(Swift4DConfig(distortion="on"), scene, 100, "cpu").distortion_on(99)
+    with pytest.raises(ReconError, match="distortion must be auto, on or off"):
+        Swift4D(Swift4DConfig(distortion="maybe"), scene, 100, "cpu")
+

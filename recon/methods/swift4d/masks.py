@@ -175,3 +175,19 @@ def mask_coverage(masks: Iterable[Tensor]) -> float:
         tot += m.numel()
         on += int(m.sum())
     return on / max(tot, 1) if tot else math.nan
+
+
+def pack_mask(mask: Tensor) -> Tensor:
+    """bool [H, W] -> uint8 [4 + ceil(H·W / 8)] on the CPU (checkpoints): H and W as two big-endian bytes each,
+    then the pixels, 8 per byte (up to 65535 px a side)."""
+    h, w = mask.shape
+    bits = np.packbits(mask.detach().cpu().numpy().reshape(-1))
+    header = np.array([h >> 8, h & 255, w >> 8, w & 255], np.uint8)
+    return torch.from_numpy(np.concatenate([header, bits]))
+
+
+def unpack_mask(packed: Tensor) -> Tensor:
+    """Inverse of :func:`pack_mask`: bool [H, W] on the CPU."""
+    arr = packed.cpu().numpy()
+    h, w = (int(arr[0]) << 8) | int(arr[1]), (int(arr[2]) << 8) | int(arr[3])
+    return torch.from_numpy(np.unpackbits(arr[4:], count=h * w).reshape(h, w).astype(bool))

@@ -23,6 +23,8 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
 
 Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
 pruning (max α·T over training views and times < 0.02, :func:`recon.render.gaussian_weights.gaussian_max_weights`).
+In the fine stage, a depth-distortion term (``distortion_reg``) on the pixels outside each view's change mask
+keeps the still part of the scene one surface deep (not in the paper; see the setting for why and what it gives).
 
 ``--model.all-dynamic`` is the baseline that deforms every Gaussian (no d-score stage).
 """
@@ -99,9 +101,12 @@ class Swift4D(GaussianSplatting):
         if mode not in ("auto", "on", "off"):
             raise ReconError(f"--model.appearance-deltas must be auto, on or off (got {mode!r})")
         self.appearance_deltas = mode == "on" or (mode == "auto" and self.multiview)
+        if config.distortion not in ("auto", "on", "off"):
+            raise ReconError(f"--model.distortion must be auto, on or off (got {config.distortion!r})")
+        self.use_distortion = config.distortion == "on" or (config.distortion == "auto" and not self.multiview)
         self.field = self._make_field(config.log2_hashmap_size)
         self._field_opt: torch.optim.Optimizer | None = None
-        self._masks: dict[int, Tensor] | None = None  # view index -> bool [H, W] (d-score stage)
+        self._masks: dict[int, Tensor] | None = None  # view index -> bool [H, W] (d-score and fine stage; checkpointed)
         self._mask_share: float | None = None
         self._infos: list[dict] = []
 
@@ -276,6 +281,8 @@ class Swift4D(GaussianSplatting):
             rgb = colors[0, ..., :3]
             target = batch.image if v == batch.index else batch.views.image(v, batch.background)
             loss = loss + l1_dssim(rgb, target, cfg.ssim_lambda) / len(views)
+            if self.distortion_on(step) and not infos:  # one view per step
+                loss = loss + cfg.distortion_reg * self._still_distortion(v, cam, p, batch.views)
             infos.append(info)
             rgb0 = rgb if rgb0 is None else rgb0
         loss = loss + self._densifier.regularizer(self.splats)  # MCMC's regularisers (0 with the default strategy)
@@ -285,22 +292,40 @@ class Swift4D(GaussianSplatting):
             out["rgb"] = rgb0.detach()
         return out
 
+    def distortion_on(self, step: int) -> bool:
+        return self.use_distortion and super().distortion_on(step)
+
+    def _still_distortion(self, view: int, camera: Cameras, p: dict[str, Tensor], views: ViewSource) -> Tensor:
+        """Depth distortion of all Gaussians ``p`` in ``camera`` on the pixels outside ``view``'s change mask
+        (before the fine stage, when there are no masks yet: on every pixel)."""
+        if not bool(self.fine_ready):
+            return self.depth_distortion(camera, p)
+        still = ~self._change_mask(view, views)
+        return self.depth_distortion(camera, p, still.float())
+
     def _pool_set(self, stage: str) -> set:
         key = "_set_" + stage
         if not hasattr(self, key):
             setattr(self, key, set(self.canonical_pool if stage in ("canonical", "dscore") else self.train_pool))
         return getattr(self, key)
 
-    def _dscore_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+    def _change_mask(self, view: int, views: ViewSource) -> Tensor:
+        """bool [H, W] change mask of training view ``view`` (multi-view video: that of its camera), computed on
+        first use (d-score stage; fine stage of the all-dynamic baseline)."""
         if self._masks is None:
-            self._masks = self.change_masks(batch.views)
+            self._masks = self.change_masks(views)
             self._mask_share = mk.mask_coverage(self._masks.values())
+        if self.multiview:
+            view = self.frames_per_camera[self._camera_of[view]][0]
+        return self._masks[view]
+
+    def _dscore_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         k, n = step - self.stages.canonical_end, max(self.stages.dscore_end - self.stages.canonical_end, 1)
         lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
         sp.set_lr(self._optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
         view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step).choice(self.canonical_pool))
         logits = self._splat_d(self._views.cameras[view], self.splats)
-        loss = F.binary_cross_entropy_with_logits(logits, self._masks[view].float())
+        loss = F.binary_cross_entropy_with_logits(logits, self._change_mask(view, batch.views).float())
         return {"loss": loss, "dscore_bce": loss.detach()}
 
     def _splat_d(self, camera: Cameras, p: dict[str, Tensor]) -> Tensor:
@@ -428,6 +453,20 @@ class Swift4D(GaussianSplatting):
         return {k: v.detach() for k, v in self.deformed([time])[0].items()}
 
     # ---------------------------------------------------------------- state
+    def extra_state(self) -> dict:
+        """The densifier's state and the change masks, bit-packed (monocular masks come from the canonical fit,
+        which the fine stage goes on changing: a resumed run must not recompute them)."""
+        state = super().extra_state()
+        if self._masks is not None:
+            state["change_masks"] = {str(v): mk.pack_mask(m) for v, m in self._masks.items()}
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if state.get("change_masks"):
+            self._masks = {int(v): mk.unpack_mask(packed).to(self.device_) for v, packed in state["change_masks"].items()}
+            self._mask_share = mk.mask_coverage(self._masks.values())
+
     def resize_for_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         log2 = state_dict.get("field_log2")
         if log2 is not None and int(log2) != int(self.field_log2):

@@ -7,7 +7,9 @@ Prints, per split (the evaluation split and train):
 
 * PSNR, the dynamic region's share of the pixels and of the squared error, PSNR inside / outside it, and the PSNR a
   perfect dynamic (or perfect static) part would give, and (RGBA data) the share of the squared error on pixels
-  the ground truth leaves empty. The dynamic region is where the splatted score ``d`` says
+  the ground truth leaves empty. When the split's images share one camera (D-NeRF val), the same split over the
+  pixels where the ground truth changes over time: a region that depends on the data only, so that runs can be
+  compared on the same pixels. The dynamic region is where the splatted score ``d`` says
   "dynamic" with confidence (sigmoid > 0.97), dilated by 4 px.
 * Motion: per time, the median / 90th percentile displacement of the deformed Gaussians from their canonical
   centres, the displacement between the first and last training time, and the mean absolute opacity change. Small
@@ -38,16 +40,35 @@ def _psnr(mse: float) -> float:
     return -10 * math.log10(max(mse, 1e-12))
 
 
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """bool [H, W] grown by ``radius`` pixels (square structuring element)."""
+    return F.max_pool2d(mask.float()[None, None], 2 * radius + 1, 1, radius)[0, 0] > 0
+
+
+def moving_pixels(scene, indices: list[int], threshold: float = 0.05, dilate: int = 4) -> torch.Tensor | None:
+    """bool [H, W]: where the ground truth changes over ``indices`` (std over the images > ``threshold``, mean over
+    RGB, dilated) when they all share one camera pose (D-NeRF val, a fixed test camera of a video); else None. The
+    region depends on the data only, so runs can be compared on the same pixels."""
+    poses = scene.cameras.camtoworlds[torch.tensor(indices)]
+    if len(indices) < 2 or not torch.allclose(poses, poses[:1].expand_as(poses), atol=1e-5):
+        return None
+    stack = torch.stack([torch.from_numpy(scene.image_rgb(i)) for i in indices])
+    return _dilate(stack.std(0).mean(-1) > threshold, dilate)
+
+
 @torch.no_grad()
 def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: int = 4) -> dict:
-    """Squared error inside / outside the dynamic region over every image of ``split``."""
+    """Squared error inside / outside the dynamic region over every image of ``split`` (and, for a fixed camera,
+    inside / outside the pixels where the ground truth moves)."""
     bg = torch.tensor(scene.background, dtype=torch.float32, device=method.device_)
     cams = scene.cameras.to(method.device_)
-    err_in = err_out = err_bg = 0.0
+    indices = [int(j) for j in scene.split(split)]
+    moving = moving_pixels(scene, indices, dilate=dilate)
+    err_in = err_out = err_bg = err_moving = 0.0
     n_in = n_all = 0
     has_alpha = False
     per_image = []
-    for i in (int(j) for j in scene.split(split)):
+    for i in indices:
         cam = cams[i]
         t = None if cam.times is None else float(cam.times[0])
         out = method.render(cam, time=t, outputs=("rgb", "dynamic_mask"), background=bg)
@@ -57,8 +78,9 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         if raw.shape[-1] == 4:  # RGBA data: error where the ground truth is empty (floaters, ghosts, overhangs)
             has_alpha = True
             err_bg += float(se[torch.from_numpy(raw[..., 3] < 0.01)].sum())
-        region = (out["dynamic_mask"][..., 0] > confidence).float()
-        region = F.max_pool2d(region[None, None], 2 * dilate + 1, 1, dilate)[0, 0] > 0
+        if moving is not None:
+            err_moving += float(se[moving.to(se.device)].sum())
+        region = _dilate(out["dynamic_mask"][..., 0] > confidence, dilate)
         err_in += float(se[region].sum())
         err_out += float(se[~region].sum())
         n_in += int(region.sum())
@@ -75,6 +97,13 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         "psnr_if_dynamic_perfect": _psnr(err_out / n_all),
         "psnr_if_static_perfect": _psnr(err_in / n_all),
         "background_error_share": err_bg / total if has_alpha and total > 0 else None,
+        "moving_pixels": None if moving is None else {
+            "area": float(moving.float().mean()),
+            "error_share": err_moving / total if total > 0 else 0.0,
+            "psnr_inside": _psnr(err_moving / max(int(moving.sum()) * len(indices), 1)),
+            "psnr_outside": _psnr((total - err_moving) / max(n_all - int(moving.sum()) * len(indices), 1)),
+            "psnr_if_moving_perfect": _psnr((total - err_moving) / n_all),
+        },
         "per_image": per_image,
     }
 
@@ -122,6 +151,11 @@ def main() -> None:
               f"perfect static part -> {r['psnr_if_static_perfect']:.2f} dB"
               + ("" if r["background_error_share"] is None else
                  f"; {100 * r['background_error_share']:.1f}% of the squared error on empty (alpha 0) pixels"))
+        mv = r["moving_pixels"]
+        if mv is not None:
+            print(f"        pixels where the ground truth moves ({100 * mv['area']:.1f}% of the image): "
+                  f"{100 * mv['error_share']:.1f}% of squared error; inside {mv['psnr_inside']:.2f} dB, outside "
+                  f"{mv['psnr_outside']:.2f} dB; perfect moving pixels -> {mv['psnr_if_moving_perfect']:.2f} dB")
     t_lo, t_hi = (float(v) for v in method.time_range)
     times = [t_lo + (t_hi - t_lo) * k / 4 for k in range(5)]
     m = motion(method, times)

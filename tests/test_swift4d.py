@@ -170,6 +170,7 @@ def test_error_analysis_background_share_on_rgba_data():
 
     class Cams:
         times = torch.zeros(1)
+        camtoworlds = torch.eye(4)[None]
 
         def to(self, device):
             return self
@@ -200,6 +201,25 @@ def test_error_analysis_background_share_on_rgba_data():
 
     r = ea.region_errors(Method(), Scene(), "test")
     assert r["background_error_share"] == pytest.approx(0.25 / (0.25 + 0.01), rel=1e-5)
+    assert r["moving_pixels"] is None  # one image: nothing moves
+
+    # Where the ground truth moves: a fixed camera over three frames in which one 2 x 2 block changes.
+    class Video:
+        class cameras:
+            camtoworlds = torch.eye(4)[None].repeat(3, 1, 1)
+
+        def image_rgb(self, i):
+            img = np.zeros((12, 12, 3), np.float32)
+            img[5:7, 5:7] = i / 2
+            return img
+
+    moving = ea.moving_pixels(Video(), [0, 1, 2], dilate=1)
+    expect = torch.zeros(12, 12, dtype=torch.bool)
+    expect[4:8, 4:8] = True
+    assert torch.equal(moving, expect)
+    Video.cameras.camtoworlds = Video.cameras.camtoworlds.clone()
+    Video.cameras.camtoworlds[1, 0, 3] = 0.5  # a moving camera: no fixed-camera region
+    assert ea.moving_pixels(Video(), [0, 1, 2]) is None
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +263,9 @@ def test_error_analysis_script_decomposes_the_error(trained_run, tmp_path):
         assert parts == pytest.approx(10 ** (-e["psnr_pooled"] / 10), rel=1e-4)
         assert e["psnr_if_dynamic_perfect"] >= e["psnr_pooled"] and e["psnr_if_static_perfect"] >= e["psnr_pooled"]
         assert e["background_error_share"] is None  # the demo's images are opaque
+    mv = res["test"]["moving_pixels"]  # the demo's test split: one camera over every time
+    assert mv is not None and 0.0 < mv["area"] < 0.5 and mv["psnr_if_moving_perfect"] >= res["test"]["psnr_pooled"]
+    assert res["train"]["moving_pixels"] is None  # several cameras
     assert res["train"]["dynamic_error_share"] > res["train"]["dynamic_area"]
     m = res["motion"]
     assert m["deformed"] > 0 and len(m["per_time"]) == 5

@@ -503,4 +503,6 @@ def test_distortion_mode_defaults_off_for_multiview_video():
     assert Swift4D(Swift4DConfig(distortion="on"), scene, 100, "cpu").distortion_on(99)
     with pytest.raises(ReconError, match="distortion must be auto, on or off"):
         Swift4D(Swift4DConfig(distortion="maybe"), scene, 100, "cpu")
+    with pytest.raises(ReconError, match="appearance-deltas must be auto, on or off"):
+        Swift4D(Swift4DConfig(appearance_deltas="yes"), scene, 100, "cpu")
 

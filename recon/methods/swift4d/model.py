@@ -97,13 +97,8 @@ class Swift4D(GaussianSplatting):
         self.register_buffer("fine_ready", torch.tensor(False))
         self._n_times = int(torch.unique(times).numel()) if scene is not None else None
         self._pools(scene)
-        mode = config.appearance_deltas
-        if mode not in ("auto", "on", "off"):
-            raise ReconError(f"--model.appearance-deltas must be auto, on or off (got {mode!r})")
-        self.appearance_deltas = mode == "on" or (mode == "auto" and self.multiview)
-        if config.distortion not in ("auto", "on", "off"):
-            raise ReconError(f"--model.distortion must be auto, on or off (got {config.distortion!r})")
-        self.use_distortion = config.distortion == "on" or (config.distortion == "auto" and not self.multiview)
+        self.appearance_deltas = _on_off_auto("appearance-deltas", config.appearance_deltas, auto=self.multiview)
+        self.use_distortion = _on_off_auto("distortion", config.distortion, auto=not self.multiview)
         self.field = self._make_field(config.log2_hashmap_size)
         self._field_opt: torch.optim.Optimizer | None = None
         self._masks: dict[int, Tensor] | None = None  # view index -> bool [H, W] (d-score and fine stage; checkpointed)
@@ -473,6 +468,13 @@ class Swift4D(GaussianSplatting):
             self.field_log2.fill_(int(log2))
             self.field = self._make_field(int(log2))
         super().resize_for_state_dict(state_dict)
+
+
+def _on_off_auto(option: str, value: str, auto: bool) -> bool:
+    """An ``on`` / ``off`` / ``auto`` setting as a bool (``auto`` -> ``auto``); anything else is a clear error."""
+    if value not in ("auto", "on", "off"):
+        raise ReconError(f"--model.{option} must be auto, on or off (got {value!r})")
+    return value == "on" or (value == "auto" and auto)
 
 
 class _GradHolder:

@@ -91,6 +91,8 @@ def test_monocular_pools_use_all_frames(shared_data):
     # The masked depth-distortion term is on for monocular data by default (off with --model.distortion off).
     assert m.use_distortion and m.distortion_on(m.stages.dscore_end)
     assert not Swift4D(Swift4DConfig(distortion="off"), scene, 1000, "cpu").distortion_on(999)
+    # Monocular data splits at its own ζ (mono_dynamic_threshold), not the paper's multi-view one.
+    assert m.zeta == Swift4DConfig.mono_dynamic_threshold != Swift4DConfig.dynamic_threshold
 
 
 # ------------------------------------------------------------------------------------------------ max weights
@@ -500,6 +502,11 @@ def test_distortion_mode_defaults_off_for_multiview_video():
 
     scene = load_demo("dynamic")
     assert not Swift4D(Swift4DConfig(), scene, 100, "cpu").use_distortion  # auto: off for multi-view video
+    m = Swift4D(Swift4DConfig(dynamic_threshold=5.0), scene, 100, "cpu")
+    assert m.zeta == 5.0  # multi-view video splits at dynamic_threshold (the paper's ζ)
+    m.setup(scene)
+    m.splats["d"].data = torch.linspace(-10, 10, m.splats["d"].numel())
+    assert torch.equal(m.dynamic(), m.splats["d"].detach() > 5.0)
     assert Swift4D(Swift4DConfig(distortion="on"), scene, 100, "cpu").distortion_on(99)
     with pytest.raises(ReconError, match="distortion must be auto, on or off"):
         Swift4D(Swift4DConfig(distortion="maybe"), scene, 100, "cpu")

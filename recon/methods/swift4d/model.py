@@ -180,7 +180,13 @@ class Swift4D(GaussianSplatting):
         """bool [N]: the Gaussians the field deforms (d > ζ; all in all-dynamic mode)."""
         if self.config.all_dynamic:
             return torch.ones(self.splats["means"].shape[0], dtype=torch.bool, device=self.device_)
-        return self.splats["d"].detach() > self.config.dynamic_threshold
+        return self.splats["d"].detach() > self.zeta
+
+    @property
+    def zeta(self) -> float:
+        """ζ, the dynamic threshold on d (``dynamic_threshold`` for multi-view video, ``mono_dynamic_threshold``
+        for monocular data)."""
+        return self.config.dynamic_threshold if self.multiview else self.config.mono_dynamic_threshold
 
     def _deformed_ids(self) -> Tensor:
         """long [M]: dynamic Gaussians inside the field's box (the others pass through unchanged)."""

@@ -11,7 +11,9 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
    differences.
 2. **d-score** - only the per-Gaussian scalar ``d`` (init 0) is optimised: it is splatted as a one-channel feature
    with detached geometry and no background, and sigmoid(composite) is fitted with BCE to per-view change masks
-   (:mod:`.masks`). One canonical-pool view per step, Adam lr 0.05. Gaussians with d > ζ = 7 are dynamic.
+   (:mod:`.masks`). One canonical-pool view per step, Adam lr 0.05. Gaussians with d > ζ are dynamic: the
+   paper's ζ = 7 for multi-view video, 1 for monocular data, whose masks are a pseudo ground truth
+   (``mono_dynamic_threshold``).
 3. **fine** - ``d`` is frozen (it gets no gradient; it stays in the ParameterDict so that gsplat's densification
    copies it to children). Dynamic Gaussians inside the field's box pass through the 4D hash field + MLP heads
    (deltas on the raw parameters); static ones are rendered exactly as they are; both are rasterized together.

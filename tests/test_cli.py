@@ -128,6 +128,13 @@ def test_bad_input_is_one_line(args, needle):
     assert "Traceback" not in r.stderr
 
 
+def test_rejected_method_setting_leaves_no_run_folder(tmp_path):
+    r = run(["train", "--method", "swift4d", "demo:dynamic", "--max-steps", "1", "--output-dir", tmp_path / "out", "--model.distortion", "maybe"])
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "distortion must be auto, on or off" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
 def test_debug_shows_traceback():
     r = run(["--debug", "eval", "/nonexistent/run"])
     assert r.returncode != 0 and "Traceback" in r.stderr

@@ -88,6 +88,10 @@ def start_training(
         console.print(f"[yellow]warning[/]: {w}")
     transform = compute_normalization(scene, data.normalize)
     scene_n = normalize_scene(scene, transform)
+    # The method first: a setting it rejects must not leave an empty run folder behind.
+    method = build_method(method_name, model_cfg, scene_n, trainer_cfg.max_steps, dev)
+    method.setup(scene_n)
+    method.to(dev)
     run_dir = new_run_dir(output_dir, scene.name, method_name)
     config = {
         "recon_version": recon.__version__,
@@ -102,9 +106,6 @@ def start_training(
     }
     write_yaml(config, run_dir / "config.yaml")
     console.print(f"[bold]recon[/]: training {method_name} on {scene.name} ({len(scene.split('train'))} train views) on {dev} -> {run_dir}")
-    method = build_method(method_name, model_cfg, scene_n, trainer_cfg.max_steps, dev)
-    method.setup(scene_n)
-    method.to(dev)
     _run_trainer(trainer_cfg, method, scene_n, run_dir, console, viewer, viewer_port)
     return run_dir
 

@@ -495,6 +495,19 @@ def test_all_dynamic_baseline_gets_the_same_masked_regulariser(tmp_path):
     assert 0.0 < m.log_scalars()["mask_share"] < 1.0
 
 
+def test_multiview_video_splits_at_the_papers_threshold():
+    """Multi-view video uses dynamic_threshold (the paper's ζ); the monocular ζ does not touch it."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(dynamic_threshold=5.0, mono_dynamic_threshold=-3.0), scene, 100, "cpu")
+    assert m.multiview and m.zeta == 5.0
+    m.setup(scene)
+    m.splats["d"].data = torch.linspace(-10, 10, m.splats["d"].numel())
+    assert torch.equal(m.dynamic(), m.splats["d"].detach() > 5.0)
+
+
 def test_distortion_mode_defaults_off_for_multiview_video():
     from recon.demo import load_demo
     from recon.errors import ReconError
@@ -502,11 +515,6 @@ def test_distortion_mode_defaults_off_for_multiview_video():
 
     scene = load_demo("dynamic")
     assert not Swift4D(Swift4DConfig(), scene, 100, "cpu").use_distortion  # auto: off for multi-view video
-    m = Swift4D(Swift4DConfig(dynamic_threshold=5.0), scene, 100, "cpu")
-    assert m.zeta == 5.0  # multi-view video splits at dynamic_threshold (the paper's ζ)
-    m.setup(scene)
-    m.splats["d"].data = torch.linspace(-10, 10, m.splats["d"].numel())
-    assert torch.equal(m.dynamic(), m.splats["d"].detach() > 5.0)
     assert Swift4D(Swift4DConfig(distortion="on"), scene, 100, "cpu").distortion_on(99)
     with pytest.raises(ReconError, match="distortion must be auto, on or off"):
         Swift4D(Swift4DConfig(distortion="maybe"), scene, 100, "cpu")

@@ -6,10 +6,10 @@ dynamic Gaussians cover and the rest, and measures how far the field actually mo
 Prints, per split (the evaluation split and train):
 
 * PSNR, the dynamic region's share of the pixels and of the squared error, PSNR inside / outside it, and the PSNR a
-  perfect dynamic (or perfect static) part would give, and (RGBA data) the share of the squared error on pixels
-  the ground truth leaves empty. When the split's images share one camera (D-NeRF val), the same split over the
-  pixels where the ground truth changes over time: a region that depends on the data only, so that runs can be
-  compared on the same pixels. The dynamic region is where the splatted score ``d`` says
+  perfect dynamic (or perfect static) part would give, and (RGBA data, or data with masks) the share of the squared
+  error on pixels the ground truth leaves empty. When the split's images share one camera (D-NeRF val), the same
+  split over the pixels where the ground truth changes over time: a region that depends on the data only, so that
+  runs can be compared on the same pixels. The dynamic region is where the splatted score ``d`` says
   "dynamic" with confidence (sigmoid > 0.97), dilated by 4 px.
 * Motion: per time, the median / 90th percentile displacement of the deformed Gaussians from their canonical
   centres, the displacement between the first and last training time, and the mean absolute opacity change. Small
@@ -66,7 +66,7 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
     moving = moving_pixels(scene, indices, dilate=dilate)
     err_in = err_out = err_bg = err_moving = 0.0
     n_in = n_all = 0
-    has_alpha = False
+    has_mask = False
     per_image = []
     for i in indices:
         cam = cams[i]
@@ -74,10 +74,10 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         out = method.render(cam, time=t, outputs=("rgb", "dynamic_mask"), background=bg)
         gt = torch.from_numpy(scene.image_rgb(i)).to(out["rgb"])
         se = ((out["rgb"] - gt) ** 2).mean(-1)
-        raw = scene.image(i)
-        if raw.shape[-1] == 4:  # RGBA data: error where the ground truth is empty (floaters, ghosts, overhangs)
-            has_alpha = True
-            err_bg += float(se[torch.from_numpy(raw[..., 3] < 0.01)].sum())
+        fg = scene.mask(i)  # alpha channel or mask files
+        if fg is not None:  # error where the ground truth is empty (floaters, ghosts, overhangs)
+            has_mask = True
+            err_bg += float(se[torch.from_numpy(fg[..., 0] < 0.01).to(se.device)].sum())
         if moving is not None:
             err_moving += float(se[moving.to(se.device)].sum())
         region = _dilate(out["dynamic_mask"][..., 0] > confidence, dilate)
@@ -96,7 +96,7 @@ def region_errors(method, scene, split: str, confidence: float = 0.97, dilate: i
         "psnr_outside": _psnr(err_out / max(n_all - n_in, 1)),
         "psnr_if_dynamic_perfect": _psnr(err_out / n_all),
         "psnr_if_static_perfect": _psnr(err_in / n_all),
-        "background_error_share": err_bg / total if has_alpha and total > 0 else None,
+        "background_error_share": err_bg / total if has_mask and total > 0 else None,
         "moving_pixels": None if moving is None else {
             "area": float(moving.float().mean()),
             "error_share": err_moving / total if total > 0 else 0.0,
@@ -150,7 +150,7 @@ def main() -> None:
               f"{r['psnr_outside']:.2f} dB; perfect dynamic part -> {r['psnr_if_dynamic_perfect']:.2f} dB, "
               f"perfect static part -> {r['psnr_if_static_perfect']:.2f} dB"
               + ("" if r["background_error_share"] is None else
-                 f"; {100 * r['background_error_share']:.1f}% of the squared error on empty (alpha 0) pixels"))
+                 f"; {100 * r['background_error_share']:.1f}% of the squared error on empty (alpha or mask 0) pixels"))
         mv = r["moving_pixels"]
         if mv is not None:
             print(f"        pixels where the ground truth moves ({100 * mv['area']:.1f}% of the image): "

@@ -189,6 +189,9 @@ def test_error_analysis_background_share_on_rgba_data():
         def image(self, i):
             return rgba
 
+        def mask(self, i):  # SceneData.mask: the alpha channel of RGBA data
+            return rgba[..., 3:]
+
         def image_rgb(self, i):
             return rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
 

@@ -7,7 +7,9 @@ traceback instead.
 
 
 import dataclasses
+import inspect
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,34 @@ commands:
   methods   list the available methods
 
 `recon COMMAND --help` shows each command's options."""
+
+
+# ---------------------------------------------------------------------------- help text
+def reflow_docstring(text: str) -> str:
+    """A docstring as help text: common indentation removed, each paragraph (blank-line separated) joined into one
+    line for the terminal to wrap; lines starting with ``- `` or ``* `` stay list items."""
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    out = []
+    for paragraph in paragraphs:
+        lines: list[str] = []
+        for line in (raw.strip() for raw in paragraph.splitlines()):
+            if lines and not line.startswith(("- ", "* ")):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _install_help_reflow() -> None:
+    # tyro joins a field docstring's wrapped lines only where the next line starts with a letter, and it dedents
+    # afterwards, so every indented continuation line of a multi-line field docstring became a hard line break in
+    # --help. Its joining step is replaced by ours (a private function: if a tyro release drops it, help text is
+    # merely ragged again).
+    from tyro import _strings
+
+    if hasattr(_strings, "remove_single_line_breaks"):
+        _strings.remove_single_line_breaks = reflow_docstring
 
 
 # ---------------------------------------------------------------------------- commands
@@ -303,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    _install_help_reflow()
     if cmd not in COMMANDS:
         console.print(f"recon: error: unknown command {cmd!r}\n{USAGE}", highlight=False, markup=False)
         return 2

@@ -30,6 +30,22 @@ def test_methods_and_help():
     assert "--model.sh-degree" in r.stdout
 
 
+def test_reflow_docstring_joins_indented_continuation_lines():
+    from recon.cli import reflow_docstring
+
+    text = "First line\n    (continued) here.\n\n    Second paragraph\n    - item one\n      wrapped\n    - item two"
+    assert reflow_docstring(text) == "First line (continued) here.\n\nSecond paragraph\n- item one wrapped\n- item two"
+
+
+def test_multiline_field_docstrings_are_one_paragraph_in_help():
+    # Before the reflow, tyro turned every indented continuation line of a field docstring into a hard break.
+    r = run(["train", "--method", "swift4d", "--help"], env={**os.environ, "COLUMNS": "500"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "--model.dscore-min-steps" in line)
+    assert "(at most a quarter of the run): d must be able to travel past ζ, which takes" in lines[at + 1]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")

@@ -45,10 +45,8 @@ class Swift4DConfig(GSConfig):
     mono_dynamic_threshold: float = 1.0
     """ζ for monocular data. Its change masks are a pseudo ground truth (the residual of a static fit) and its moving
     parts are fitted as a smear of semi-transparent Gaussians along the path, each over masked and unmasked pixels,
-    so their d scores are diluted; a smear Gaussian left static cannot fade with time. On D-NeRF lego (2000 steps,
-    seeds 0-4, val PSNR): ζ = 7 gives 22.56 / 23.08 / 24.19 / 22.54 / 22.62 (mean 23.00), ζ = 3 23.72 / 23.35 /
-    23.61 / 22.91 / 22.91 (23.30), ζ = 1 23.84 / 23.35 / 23.85 / 23.03 / 23.13 (23.44); ζ = 0 on seed 0: 23.68.
-    Static share 0.57-0.62 instead of 0.81-0.86."""
+    so their d scores are diluted; a smear Gaussian left static cannot fade with time. On D-NeRF lego (five seeds)
+    ζ = 1 beats the paper's 7 by 0.44 dB val PSNR on the mean (docs/benchmarks.md)."""
     mask_threshold: float = 0.02
     """γ: a pixel is dynamic when its blurred temporal std (mean over RGB) is >= γ (multi-view video)."""
     mask_blur: int = 31
@@ -64,8 +62,8 @@ class Swift4DConfig(GSConfig):
     appearance_deltas: str = "on"
     """Whether the field also outputs Δopacity and ΔSH (the reference's five heads) or only Δxyz, Δlog-scale,
     Δquaternion: ``on``, ``off``, or ``auto`` (on for multi-view video, off for monocular data). Geometry-only
-    deformation is the 4DGS/D-NeRF choice for monocular video, but on D-NeRF lego (2000 steps) it scored 1 dB
-    below the five heads (21.27 vs 22.23 val PSNR, auto time cells), so the reference's heads are the default."""
+    deformation is the 4DGS/D-NeRF choice for monocular video, but on D-NeRF lego it scored about 1 dB below the
+    five heads at CPU budgets, so the reference's heads are the default."""
     log2_hashmap_size: int = 15
     """log2 rows per hash-grid level (reference default 15); with ``auto_hashmap`` an upper bound."""
     auto_hashmap: bool = True
@@ -77,9 +75,8 @@ class Swift4DConfig(GSConfig):
     for monocular data."""
     mono_views_per_time_cell: int = 4
     """Monocular data: training views that share one time cell of the field (auto ``time_resolution``). With one
-    camera per time, a cell per frame lets the field fit each view on its own (no multi-view constraint): on D-NeRF
-    lego (2000 steps) one cell per frame gave 21.2 dB val PSNR (train 34.8), 4 views per cell 22.2, 8 per cell
-    22.1."""
+    camera per time, a cell per frame lets the field fit each view on its own (no multi-view constraint: on D-NeRF
+    lego 1 dB lower val PSNR at a higher train PSNR)."""
     box_padding: float = 0.05
     """Pad the field's xyz box (min/max of the deformed Gaussians' centres at fine-stage start) by this fraction."""
     importance_threshold: float = 0.02
@@ -94,15 +91,13 @@ class Swift4DConfig(GSConfig):
     """Weight of the depth-distortion regulariser (see ``gs``), which Swift4D applies in the fine stage to every
     Gaussian but only on the pixels outside each view's change mask: a ray there should meet one surface. Inside
     the masks it is off, because a monocular fit shows the moving part through semi-transparent Gaussians along
-    its path that the term would flatten (on D-NeRF lego, weight 100 on every pixel made the still pixels of the
-    val view 3.9 dB better and the moving ones 3.0 dB worse). Masked, on D-NeRF lego (2000 steps, seeds 0/1/2):
-    val PSNR 22.56 / 23.08 / 24.19 against 22.19 / 22.52 / 23.49 without it. Which data it is used on:
-    ``distortion``."""
+    its path that the term would flatten. Masked, it gave +0.4 to +0.7 dB val PSNR on D-NeRF lego (three seeds,
+    docs/benchmarks.md). Which data it is used on: ``distortion``."""
     distortion: str = "auto"
     """Whether the fine stage uses the masked depth-distortion term: ``on``, ``off``, or ``auto`` (on for
     monocular data, where the val views extrapolate from one view per time; off for multi-view video: on the
     built-in demo, whose cameras sit inside the scene, the term is 35-120x larger for the same weight and cost
-    0.4 dB (weight 20) to 4.9 dB (weight 100) at 1000 steps)."""
+    0.4 to 4.9 dB)."""
     sh_degree_interval: int = 500
     init_num_points: int = 30_000
     """Random initial points (data without a point cloud), in the box the training cameras look at."""

@@ -50,7 +50,8 @@ class TrainerConfig:
     """Write a rendered test view to TensorBoard and renders/progress/ every N steps (0: never)."""
     background: Literal["auto", "random", "white", "black"] = "auto"
     """Background behind RGBA training images: auto = random for RGBA data (teaches transparency), the data's
-    own otherwise."""
+    own otherwise. A fixed background lets the model hide floaters of that colour from every training view: on
+    D-NeRF lego, training on white scored 14.6 dB val PSNR against 23.8 with random backgrounds."""
     threads: int = 0
     """CPU threads for torch and recon's kernels (0: torch's default, all cores). On a machine busy with other
     work, 1 is often faster: idle-waiting worker threads stall every small operation."""

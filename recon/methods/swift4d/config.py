@@ -62,8 +62,9 @@ class Swift4DConfig(GSConfig):
     appearance_deltas: str = "on"
     """Whether the field also outputs Δopacity and ΔSH (the reference's five heads) or only Δxyz, Δlog-scale,
     Δquaternion: ``on``, ``off``, or ``auto`` (on for multi-view video, off for monocular data). Geometry-only
-    deformation is the 4DGS/D-NeRF choice for monocular video, but on D-NeRF lego it scored about 1 dB below the
-    five heads at CPU budgets, so the reference's heads are the default."""
+    deformation is the 4DGS/D-NeRF choice for monocular video. On D-NeRF lego it scored about 1 dB below the five
+    heads at 2000 steps, and about 0.4 dB above them (five-seed mean) with 6000 steps, where the fading heads
+    overfit (docs/benchmarks.md); the reference's heads are the default."""
     log2_hashmap_size: int = 15
     """log2 rows per hash-grid level (reference default 15); with ``auto_hashmap`` an upper bound."""
     auto_hashmap: bool = True

@@ -394,6 +394,50 @@ def test_geometry_only_deltas_keep_appearance():
     assert not torch.equal(a["means"], m.splats["means"].detach())
 
 
+def test_time_smoothness_penalises_acceleration_not_motion():
+    """The temporal-smoothness term is 0 for deltas linear in t (constant velocity, whatever the speed), equals the
+    squared second difference for curved ones (Δxyz in box units, scale as its factor), and trains the field."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(all_dynamic=True, appearance_deltas="off"), scene, 100, "cpu")
+    m.setup(scene)
+    m._start_fine()
+    ids = m._deformed_ids()
+    M = ids.numel()
+    h = 1.0 / m.time_cells()
+    box = m.box_max - m.box_min
+
+    seen = []
+
+    def fake(velocity, curvature):
+        def field_at(ids, ts):
+            seen.append(ids.numel())
+            t = torch.tensor(ts).repeat_interleave(ids.numel())[:, None]
+            d = velocity * t + curvature * t**2
+            return {"xyz": d.expand(-1, 3) * box, "scale": torch.log1p(d).expand(-1, 3), "rotation": d.expand(-1, 4)}
+
+        return field_at
+
+    real = m._field_at
+    try:
+        m._field_at = fake(5.0, 0.0)
+        assert float(m._time_smoothness(np.random.default_rng(0))) == pytest.approx(0.0, abs=1e-9)
+        m._field_at = fake(0.0, 2.0)  # second difference 2 * c * h^2 on each of 3 + 3 + 4 components
+        assert float(m._time_smoothness(np.random.default_rng(0))) == pytest.approx(10 * (4 * h**2) ** 2, rel=1e-4)
+        assert seen[-1] == round(m.config.time_smoothness_share * M) < M  # a random share of them per step
+        m.config.time_smoothness_share = 1.0
+        assert float(m._time_smoothness(np.random.default_rng(0))) == pytest.approx(10 * (4 * h**2) ** 2, rel=1e-4)
+        assert seen[-1] == M
+    finally:
+        m._field_at = real
+    _perturbed_copy(m)
+    loss = m._time_smoothness(np.random.default_rng(1))
+    loss.backward()
+    assert float(loss.detach()) > 0 and m.field.encoding.table.grad.abs().sum() > 0
+
+
 def test_temporal_importance_pruning_sees_every_training_time():
     """A Gaussian the field shows at a single training time survives pruning, whichever time that is (the pass
     used to sample 16 views, and the demo has 24 times)."""
@@ -496,6 +540,68 @@ def test_all_dynamic_baseline_gets_the_same_masked_regulariser(tmp_path):
     Trainer(TrainerConfig(max_steps=20, log_every=5, image_every=0, checkpoint_every=100, eval_at_end=False), m, scene, tmp_path / "run").train()
     assert m._masks is not None and set(m._masks) == set(m.canonical_pool)
     assert 0.0 < m.log_scalars()["mask_share"] < 1.0
+
+
+def _monocular_demo():
+    """The dynamic demo without camera ids: one image per (camera, time) pair, as monocular data is read."""
+    import dataclasses
+
+    from recon.demo import load_demo
+
+    return dataclasses.replace(load_demo("dynamic"), camera_ids=None)
+
+
+def test_monocular_schedule_extends_only_the_fine_stage():
+    """Monocular data lays the canonical / d-score stages and the densification window out over
+    mono_schedule_steps (2000) whatever --max-steps is, uses geometry-only deltas; video keeps fractions of the run."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.config import Stages
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    mono = _monocular_demo()
+    cfg = Swift4DConfig(init_num_points=500)
+    m = Swift4D(cfg, mono, 6000, "cpu")
+    assert not m.multiview and not m.appearance_deltas and "opacity" not in m.field.heads.heads
+    assert m.stages == Stages(500, 650, 6000)
+    m.setup(mono)
+    assert (m._densifier.strategy.refine_start_iter, m._densifier.strategy.refine_stop_iter) == (60, 1000)
+    assert Swift4D(cfg, mono, 1000, "cpu").stages == Stages(250, 400, 1000)  # shorter runs: fractions of the run
+    assert Swift4D(Swift4DConfig(mono_schedule_steps=0), mono, 6000, "cpu").stages == Stages(1500, 1800, 6000)
+    video = Swift4D(cfg, load_demo("dynamic"), 6000, "cpu")
+    assert video.multiview and video.appearance_deltas and video.stages == Stages(1500, 1800, 6000)
+    video.setup(load_demo("dynamic"))
+    assert video._densifier.strategy.refine_stop_iter == 3000
+
+
+def test_time_smoothness_trains_monocular_fine_stages_only(tmp_path):
+    """The temporal-smoothness term enters the loss in the fine stage of monocular runs (mono_time_smoothness),
+    not in the canonical / d-score stages and not for video (time_smoothness 0)."""
+    import dataclasses
+
+    from recon.data.normalize import compute_normalization, normalize_scene
+    from recon.demo import load_demo
+    from recon.engine.trainer import Trainer, TrainerConfig
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    for scene, expect_calls in ((_monocular_demo(), True), (load_demo("dynamic"), False)):
+        scene = normalize_scene(scene, compute_normalization(scene))
+        cfg = Swift4DConfig(init_num_points=1000, canonical_fraction=0.3, dscore_fraction=0.1, dscore_min_steps=1)
+        cfg.densify = dataclasses.replace(cfg.densify, refine_every=10)
+        m = Swift4D(cfg, scene, 20, "cpu")
+        m.setup(scene)
+        calls = []
+        real = m._time_smoothness
+
+        def spy(rng, real=real, calls=calls, m=m):
+            calls.append(bool(m.fine_ready))
+            return real(rng)
+
+        m._time_smoothness = spy
+        Trainer(TrainerConfig(max_steps=20, log_every=5, image_every=0, checkpoint_every=100, eval_at_end=False), m, scene, tmp_path / f"run{expect_calls}").train()
+        if expect_calls:
+            assert len(calls) == 20 - m.stages.dscore_end and all(calls)
+        else:
+            assert calls == []
 
 
 def test_multiview_video_splits_at_the_papers_threshold():

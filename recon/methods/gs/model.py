@@ -137,8 +137,12 @@ class GaussianSplatting(Method):
 
     def _build_optim(self) -> None:
         self._optimizers = sp.make_adam(self.splats, self._lrs())
-        self._densifier = sp.Densifier(self.config.densify, float(self.scene_scale), self.max_steps)
+        self._densifier = sp.Densifier(self.config.densify, float(self.scene_scale), self._densify_steps())
         self._densifier.check(self.splats, self._optimizers)
+
+    def _densify_steps(self) -> int:
+        """Steps the densification window (``densify.refine_start`` / ``refine_stop`` fractions) is laid out over."""
+        return self.max_steps
 
     def optimizers(self):
         return self._optimizers

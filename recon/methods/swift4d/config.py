@@ -3,7 +3,8 @@
 Stage lengths are fractions of ``--max-steps`` so that a few-thousand-step CPU run and a long GPU run split their
 budget the same way. The reference (gaussian_methods.md §1.1) runs 5000 canonical + 3000 d-score + ~13000 fine
 steps; the d-score stage only fits one scalar per Gaussian with detached geometry (about a minute on a GPU), so
-we give it a smaller share: 25 % canonical, 5 % d-score, 70 % spatio-temporal by default.
+we give it a smaller share: 25 % canonical, 5 % d-score, 70 % spatio-temporal by default. Monocular data lays
+these fractions out over the first ``mono_schedule_steps`` (2000) and gives every further step to the fine stage.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class Swift4DConfig(GSConfig):
     monocular data)."""
     dscore_fraction: float = 0.05
     """Share of the steps spent on the d-score stage (only the dynamic score d is optimised)."""
+    mono_schedule_steps: int = 2000
+    """Monocular data: the canonical and d-score stages and the densification window are laid out as fractions of
+    this many steps however long the run, and the steps beyond it extend the spatio-temporal stage (0: fractions of
+    ``--max-steps``, as for multi-view video). Longer canonical stages fit the moving part's time-averaged smear
+    better and leave smaller change masks; what a longer run needs on D-NeRF lego is more fine-stage steps."""
     views_per_step: int = 2
     """Views rendered per step in the canonical and spatio-temporal stages (the reference's batch of 2)."""
     dscore_min_steps: int = 150
@@ -59,12 +65,12 @@ class Swift4DConfig(GSConfig):
     """Adam learning rate of the hash grid + MLPs at the start of the fine stage (paper: 2e-3; code: 2e-4 x extent)."""
     field_lr_final: float = 2e-5
     """Final learning rate of the field (exponential decay over the fine stage)."""
-    appearance_deltas: str = "on"
+    appearance_deltas: str = "auto"
     """Whether the field also outputs Δopacity and ΔSH (the reference's five heads) or only Δxyz, Δlog-scale,
     Δquaternion: ``on``, ``off``, or ``auto`` (on for multi-view video, off for monocular data). Geometry-only
-    deformation is the 4DGS/D-NeRF choice for monocular video. On D-NeRF lego it scored about 1 dB below the five
-    heads at 2000 steps, and about 0.4 dB above them (five-seed mean) with 6000 steps, where the fading heads
-    overfit (docs/benchmarks.md); the reference's heads are the default."""
+    deformation is the 4DGS/D-NeRF choice for monocular video: with one view per time the fading heads overfit
+    the training views as soon as the run is longer than ~2000 steps, while the geometric ones keep improving
+    (D-NeRF lego, docs/benchmarks.md)."""
     log2_hashmap_size: int = 15
     """log2 rows per hash-grid level (reference default 15); with ``auto_hashmap`` an upper bound."""
     auto_hashmap: bool = True
@@ -78,6 +84,17 @@ class Swift4DConfig(GSConfig):
     """Monocular data: training views that share one time cell of the field (auto ``time_resolution``). With one
     camera per time, a cell per frame lets the field fit each view on its own (no multi-view constraint: on D-NeRF
     lego 1 dB lower val PSNR at a higher train PSNR)."""
+    time_smoothness: float = 0.0
+    """Weight of a temporal-smoothness term on the field (fine stage; multi-view video): the squared second
+    difference of its geometric deltas over one time cell, at a random time. It penalises acceleration, not motion.
+    Off for video, where every time is seen by every camera (on the built-in demo it changed nothing and cost 20 %
+    more time per step)."""
+    mono_time_smoothness: float = 0.01
+    """The same weight for monocular data, where it ties a time that few views constrain (D-NeRF lego: t = 0.16 and
+    0.18, from two high cameras) to its neighbours' trajectory instead of letting the field fit those views alone."""
+    time_smoothness_share: float = 0.25
+    """Share of the deformed Gaussians the temporal-smoothness term samples per step (1 = all; the term costs three
+    field evaluations of the sampled Gaussians)."""
     box_padding: float = 0.05
     """Pad the field's xyz box (min/max of the deformed Gaussians' centres at fine-stage start) by this fraction."""
     importance_threshold: float = 0.02
@@ -114,9 +131,12 @@ class Stages:
     max_steps: int
 
     @staticmethod
-    def of(cfg: Swift4DConfig, max_steps: int) -> "Stages":
-        c = max(1, int(round(cfg.canonical_fraction * max_steps)))
-        n_d = max(1, int(round(cfg.dscore_fraction * max_steps)), min(cfg.dscore_min_steps, max_steps // 4))
+    def of(cfg: Swift4DConfig, max_steps: int, layout_steps: int | None = None) -> "Stages":
+        """The stage fractions apply to ``layout_steps`` (default ``max_steps``); the fine stage runs to
+        ``max_steps``."""
+        n = max_steps if layout_steps is None else min(layout_steps, max_steps)
+        c = max(1, int(round(cfg.canonical_fraction * n)))
+        n_d = max(1, int(round(cfg.dscore_fraction * n)), min(cfg.dscore_min_steps, n // 4))
         d = c if cfg.all_dynamic else c + n_d
         return Stages(min(c, max_steps), min(d, max_steps), max_steps)
 

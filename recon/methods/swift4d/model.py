@@ -21,7 +21,10 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
    video, but one cell per ``mono_views_per_time_cell`` (4) frames for monocular data, so that every cell is
    constrained from several directions instead of letting the field fit each view on its own. 2 views per step
    (their times evaluated in one field call).
-   The reference's five heads by default; ``--model.appearance-deltas off`` keeps only the geometric ones.
+   The reference's five heads for multi-view video; monocular data gets only the geometric ones
+   (``--model.appearance-deltas``) and a temporal-smoothness term on them (``mono_time_smoothness``), and its
+   stage lengths and densification window are laid out over the first 2000 steps (``mono_schedule_steps``):
+   longer runs only lengthen the fine stage.
 
 Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
 pruning (max α·T over training views and times < 0.02, :func:`recon.render.gaussian_weights.gaussian_max_weights`).
@@ -84,7 +87,6 @@ class Swift4D(GaussianSplatting):
     def __init__(self, config: Swift4DConfig, scene: SceneData | None, max_steps: int, device):
         super().__init__(config, scene, max_steps, device)
         self.config: Swift4DConfig = config
-        self.stages = Stages.of(config, max_steps)
         if scene is not None and not scene.is_dynamic:
             raise ReconError("swift4d needs dynamic data (frames with times: D-NeRF, N3DV video, demo:dynamic)", scene.root)
         self.scene = scene
@@ -99,6 +101,10 @@ class Swift4D(GaussianSplatting):
         self.register_buffer("fine_ready", torch.tensor(False))
         self._n_times = int(torch.unique(times).numel()) if scene is not None else None
         self._pools(scene)
+        mono_layout = not self.multiview and config.mono_schedule_steps > 0
+        #: Steps the stage fractions and the densification window are laid out over (see ``mono_schedule_steps``).
+        self.layout_steps = min(config.mono_schedule_steps, max_steps) if mono_layout else max_steps
+        self.stages = Stages.of(config, max_steps, self.layout_steps)
         self.appearance_deltas = _on_off_auto("appearance-deltas", config.appearance_deltas, auto=self.multiview)
         self.use_distortion = _on_off_auto("distortion", config.distortion, auto=not self.multiview)
         self.field = self._make_field(config.log2_hashmap_size)
@@ -164,6 +170,9 @@ class Swift4D(GaussianSplatting):
     def _lrs(self) -> dict[str, float]:
         return {**super()._lrs(), "d": self.config.dscore_lr}
 
+    def _densify_steps(self) -> int:
+        return self.layout_steps
+
     def _build_optim(self) -> None:
         # d joins the ParameterDict (zero-initialised) so that gsplat's densification clones/splits/prunes it with
         # the other attributes; it has its own Adam (the strategy wants one per parameter), which only ever steps
@@ -209,14 +218,11 @@ class Swift4D(GaussianSplatting):
         if ids is None or ids.numel() == 0 or all(t is None for t in times):
             return [canonical for _ in times]
         M = ids.numel()
-        # The grid is keyed on where the canonical Gaussian is; it is not a path for position gradients.
-        x = ((s["means"].detach()[ids] - self.box_min) / (self.box_max - self.box_min).clamp_min(1e-9)).clamp(0, 1)
         lo, hi = float(self.time_range[0]), float(self.time_range[1])
         # Times outside the training range (D-NeRF lego: val covers 0..1, train 0.16..0.95) hold the nearest
         # trained state rather than querying never-trained grid cells.
         ts = [min(max(float(t if t is not None else lo), lo), hi) for t in times]
-        inp = torch.cat([torch.cat([x, x.new_full((M, 1), t)], 1) for t in ts], 0)  # [T*M, 4]
-        delta = self.field(inp)
+        delta = self._field_at(ids, ts)
         K = s["sh0"].shape[1] + s["shN"].shape[1]
         out = []
         for k, t in enumerate(times):
@@ -235,6 +241,44 @@ class Swift4D(GaussianSplatting):
                 p["shN"] = s["shN"].index_copy(0, ids, s["shN"][ids] + dsh[:, 1:])
             out.append(p)
         return out
+
+    def _field_at(self, ids: Tensor, ts: Sequence[float]) -> dict[str, Tensor]:
+        """Field deltas of the Gaussians ``ids`` [M] at each time of ``ts`` (one call): {name: [len(ts) * M, C]},
+        time-major."""
+        M = ids.numel()
+        # The grid is keyed on where the canonical Gaussian is; it is not a path for position gradients.
+        x = ((self.splats["means"].detach()[ids] - self.box_min) / (self.box_max - self.box_min).clamp_min(1e-9)).clamp(0, 1)
+        inp = torch.cat([torch.cat([x, x.new_full((M, 1), t)], 1) for t in ts], 0)  # [T*M, 4]
+        return self.field(inp)
+
+    def _time_smoothness(self, rng: np.random.Generator) -> Tensor:
+        """Second difference of the geometric deltas over one time cell h, at a random time t of the training range:
+        mean over the deformed Gaussians of |Δ(t-h) - 2Δ(t) + Δ(t+h)|^2, with Δxyz in units of the field's box,
+        the scale as its factor exp(Δlog-scale) (a hidden Gaussian's log-scale wanders between -6 and -14 without
+        any visible effect) and Δquaternion. Constant-velocity motion costs nothing; what it ties together are the
+        grid's time vertices, so that a time seen by few views (D-NeRF lego: t = 0.16, 0.18 from two high cameras,
+        then nothing until 0.28) follows the trajectory of its neighbours instead of fitting those views alone.
+        A random ``time_smoothness_share`` of the deformed Gaussians is drawn per step (three field calls on all
+        of them would double the step time)."""
+        ids = self._deformed_ids()
+        share = self.config.time_smoothness_share
+        if 0 < share < 1 and ids.numel() > 1:
+            k = max(1, int(round(share * ids.numel())))
+            ids = ids[torch.from_numpy(np.sort(rng.choice(ids.numel(), k, replace=False))).to(ids.device)]
+        lo, hi = float(self.time_range[0]), float(self.time_range[1])
+        h = min(1.0 / max(self.time_cells() or 1, 1), (hi - lo) / 2)
+        if ids.numel() == 0 or h <= 0:
+            return self.splats["means"].new_zeros(())
+        t = float(rng.uniform(lo + h, hi - h))
+        d = self._field_at(ids, [t - h, t, t + h])
+        M = ids.numel()
+        box = (self.box_max - self.box_min).clamp_min(1e-9)
+        total = 0.0
+        for name in ("xyz", "scale", "rotation"):
+            v = d[name] / box if name == "xyz" else d[name].exp() if name == "scale" else d[name]
+            second = v[:M] - 2 * v[M : 2 * M] + v[2 * M :]
+            total = total + second.square().sum(-1).mean()
+        return total
 
     def _start_fine(self) -> None:
         """Freeze the split: box of the deformed Gaussians' centres, table size, a fresh field and its Adam."""
@@ -289,8 +333,14 @@ class Swift4D(GaussianSplatting):
             infos.append(info)
             rgb0 = rgb if rgb0 is None else rgb0
         loss = loss + self._densifier.regularizer(self.splats)  # MCMC's regularisers (0 with the default strategy)
+        out = {}
+        weight = cfg.time_smoothness if self.multiview else cfg.mono_time_smoothness
+        if stage == "fine" and weight > 0:
+            smooth = self._time_smoothness(rng)
+            loss = loss + weight * smooth
+            out["time_smoothness"] = smooth.detach()
         self._infos = infos
-        out = {"loss": loss, "infos": infos}
+        out.update({"loss": loss, "infos": infos})
         if views[0] == batch.index:
             out["rgb"] = rgb0.detach()
         return out

@@ -27,7 +27,7 @@ from types import ModuleType
 _LOCK = threading.Lock()
 _MODULES: dict[str, ModuleType] = {}
 _NAME = "recon_raster_cpu"
-_SOURCES = ("raster_cpu.cpp", "project_cpu.cpp")
+_SOURCES = ("raster_cpu.cpp", "project_cpu.cpp", "hashgrid_cpu.cpp")
 
 
 class KernelBuildError(RuntimeError):

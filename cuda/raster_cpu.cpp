@@ -811,11 +811,20 @@ std::vector<torch::Tensor> project_bwd(torch::Tensor means, torch::Tensor quats,
                                        torch::Tensor radii, torch::Tensor v_means2d, torch::Tensor v_depths,
                                        torch::Tensor v_conics, torch::Tensor v_opac);
 
+// hashgrid_cpu.cpp
+torch::Tensor hashgrid_fwd(torch::Tensor x, torch::Tensor table, torch::Tensor res, torch::Tensor mult,
+                           torch::Tensor offsets, torch::Tensor hashed, int64_t mask);
+std::vector<torch::Tensor> hashgrid_bwd(torch::Tensor x, torch::Tensor table, torch::Tensor grad, torch::Tensor res,
+                                        torch::Tensor mult, torch::Tensor offsets, torch::Tensor hashed, int64_t mask,
+                                        bool need_table, bool need_x);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("project_fwd", &project_fwd, "Fused EWA projection forward (CPU, OpenMP)");
     m.def("project_bwd", &project_bwd, "Fused EWA projection backward (CPU, OpenMP)");
     m.def("bin_gaussians", &bin_gaussians, "Depth-sorted per-tile Gaussian lists (CPU)");
     m.def("rasterize_fwd", &rasterize_fwd, "Tile rasterization forward (CPU, OpenMP)");
     m.def("rasterize_bwd", &rasterize_bwd, "Tile rasterization backward (CPU, OpenMP)");
+    m.def("hashgrid_fwd", &hashgrid_fwd, "Multi-resolution hash-grid encoding forward (CPU, OpenMP)");
+    m.def("hashgrid_bwd", &hashgrid_bwd, "Hash-grid encoding backward: table and input gradients (CPU, OpenMP)");
     m.def("num_threads", &n_threads, "Threads the kernels use (torch.get_num_threads())");
 }

@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Benchmark the hash-grid encoding implementations (fused / autograd / per-level reference).
+"""Benchmark the hash-grid encoding implementations: the C++ CPU kernel (cpu), its pure-torch twin (torch), the
+plain-autograd path and the per-level reference.
 
 Times median forward (no grad) and forward+backward (gradients for both the points and the table, as in a
-deformation field where the Gaussian centres are optimised too) for several point counts, 3D and 4D, and
-table sizes. Prints a rich table and writes JSON (default bench_results/hashgrid.json).
+deformation field where the Gaussian centres are optimised too; ``--no-input-grad`` for the table only, as in
+Swift4D, whose field input is detached) for several point counts, 3D and 4D, and table sizes. Prints a rich
+table and writes JSON (default bench_results/hashgrid.json).
 
     .venv/bin/python scripts/bench_hashgrid.py                       # CPU, default grid of configs
     .venv/bin/python scripts/bench_hashgrid.py --quick               # 16k points only
-    .venv/bin/python scripts/bench_hashgrid.py --device cuda         # same torch path on a GPU
+    .venv/bin/python scripts/bench_hashgrid.py --device cuda         # the torch twin on a GPU
+    .venv/bin/python scripts/bench_hashgrid.py --dims 4 --features 4 --log2-sizes 12 15 --sizes 8192 65536 \
+        --no-input-grad --threads 1                                  # Swift4D's field
 
 Notes on CPU numbers:
   * the 16 x 2 x 2^19 table is 67 MB; its dense gradient is allocated per backward, and first-touch page faults
@@ -65,7 +69,7 @@ def bench_one(d: int, n_points: int, log2_size: int, impl: str, args, device: to
     enc = HashGridEncoding(d, n_levels=args.levels, n_features_per_level=args.features, log2_hashmap_size=log2_size,
                            base_resolution=16, max_resolution=args.max_res, impl=impl).to(device)
     g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(n_points, d, generator=g).to(device).requires_grad_()
+    x = torch.rand(n_points, d, generator=g).to(device).requires_grad_(not args.no_input_grad)
     upstream = torch.randn(n_points, enc.n_output_dims, generator=g).to(device)
 
     def fwd():
@@ -96,7 +100,9 @@ def main(argv=None) -> int:
     p.add_argument("--levels", type=int, default=16)
     p.add_argument("--features", type=int, default=2)
     p.add_argument("--max-res", type=float, default=2048)
-    p.add_argument("--impls", nargs="+", default=["fused", "autograd", "reference"])
+    p.add_argument("--impls", nargs="+", default=["cpu", "torch", "autograd", "reference"],
+                   help="cpu (C++ kernel; CPU only), torch (fused torch twin), autograd, reference")
+    p.add_argument("--no-input-grad", action="store_true", help="backward computes the table gradient only")
     p.add_argument("--ref-max-points", type=int, default=65536,
                    help="skip the slow per-level reference above this many points (memory/time)")
     p.add_argument("--repeats", type=int, default=5)
@@ -126,7 +132,7 @@ def main(argv=None) -> int:
                 for n in args.sizes:
                     group = {}
                     for impl in args.impls:
-                        if impl == "reference" and n > args.ref_max_points:
+                        if (impl == "reference" and n > args.ref_max_points) or (impl == "cpu" and device.type != "cpu"):
                             continue
                         r = bench_one(d, n, log2_size, impl, args, device)
                         group[impl] = r
@@ -134,13 +140,14 @@ def main(argv=None) -> int:
                         print(f"{device.type} d={d} T={log2_size} N={n} {impl}: fwd {r['fwd_ms']} ms "
                               f"(cpu {r['fwd_cpu_ms']}), fwd+bwd {r['fwd_bwd_ms']} ms (cpu {r['fwd_bwd_cpu_ms']})",
                               file=sys.stderr, flush=True)
-                    base = group.get("reference")
                     # Ratios from CPU time on CPU (robust to other jobs on the machine), wall time on CUDA.
                     key = "cpu_ms" if device.type == "cpu" else "ms"
                     for r in group.values():
-                        if base is not None:
-                            r["speedup_fwd_vs_reference"] = round(base[f"fwd_{key}"] / r[f"fwd_{key}"], 2)
-                            r["speedup_fwd_bwd_vs_reference"] = round(base[f"fwd_bwd_{key}"] / r[f"fwd_bwd_{key}"], 2)
+                        for name in ("reference", "torch"):
+                            base = group.get(name)
+                            if base is not None:
+                                r[f"speedup_fwd_vs_{name}"] = round(base[f"fwd_{key}"] / r[f"fwd_{key}"], 2)
+                                r[f"speedup_fwd_bwd_vs_{name}"] = round(base[f"fwd_bwd_{key}"] / r[f"fwd_bwd_{key}"], 2)
 
     meta = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
@@ -148,7 +155,8 @@ def main(argv=None) -> int:
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "repeats": args.repeats,
-        "note": "medians of wall and process-CPU time; fwd+bwd computes grads for points and table",
+        "note": "medians of wall and process-CPU time; fwd+bwd computes grads for "
+                + ("the table only" if args.no_input_grad else "points and table"),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,16 +168,18 @@ def main(argv=None) -> int:
     except ImportError:  # rich is a dependency, but keep the script usable without it
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title=f"hash grid encoding ({args.levels} levels x {args.features} features, "
+    grads = "table grad only" if args.no_input_grad else "point + table grads"
+    table = Table(title=f"hash grid encoding ({args.levels} levels x {args.features} features, {grads}, "
                         f"threads={torch.get_num_threads()}, torch {torch.__version__})")
     for col in ("device", "d", "T", "N", "impl", "fwd ms", "fwd cpu", "fwd+bwd ms", "fwd+bwd cpu", "x ref fwd",
-                "x ref f+b"):
+                "x ref f+b", "x torch fwd", "x torch f+b"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["device"], str(r["dims"]), str(r["log2_hashmap_size"]), str(r["n_points"]), r["impl"],
                       f"{r['fwd_ms']:.1f}", f"{r['fwd_cpu_ms']:.1f}", f"{r['fwd_bwd_ms']:.1f}",
                       f"{r['fwd_bwd_cpu_ms']:.1f}",
-                      str(r.get("speedup_fwd_vs_reference", "")), str(r.get("speedup_fwd_bwd_vs_reference", "")))
+                      str(r.get("speedup_fwd_vs_reference", "")), str(r.get("speedup_fwd_bwd_vs_reference", "")),
+                      str(r.get("speedup_fwd_vs_torch", "")), str(r.get("speedup_fwd_bwd_vs_torch", "")))
     Console().print(table)
     print(f"wrote {out}")
     return 0

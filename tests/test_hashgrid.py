@@ -1,5 +1,5 @@
 """Hash-grid encoding and MLP helpers: correctness against a naive per-point Python loop, gradients, chunking,
-4D grids, device parity, identity-at-init deformation heads. Small grids only; runs in a few seconds on CPU."""
+4D grids, the C++ CPU kernel against its torch twin, device parity, identity-at-init deformation heads. Small grids only; runs in a few seconds on CPU."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from recon.fields import (
     hash_encode,
 )
 
-IMPLS = ["fused", "autograd", "reference"]
+IMPLS = ["fused", "cpu", "torch", "autograd", "reference"]
 
 
 def naive_encode(x: torch.Tensor, table: torch.Tensor, layout: HashGridLayout) -> torch.Tensor:
@@ -175,7 +175,7 @@ def interior_points(n: int, d: int, layout: HashGridLayout, seed: int = 0, margi
 
 
 @pytest.mark.parametrize("d", [2, 3, 4])
-@pytest.mark.parametrize("impl", ["fused", "autograd"])
+@pytest.mark.parametrize("impl", ["cpu", "torch", "autograd"])
 def test_gradcheck(d, impl):
     layout = tiny_layout(d, n_levels=3, F=2)
     x = interior_points(6, d, layout).requires_grad_()
@@ -199,14 +199,83 @@ def test_fused_matches_autograd_float32(d):
     x = torch.rand(500, d, generator=torch.Generator().manual_seed(0), requires_grad=True)
     w = torch.randn(500, enc.n_output_dims, generator=torch.Generator().manual_seed(1))
     grads = {}
-    for impl in ("fused", "autograd"):
+    for impl in ("cpu", "torch", "autograd"):
         enc.impl = impl
         enc.table.grad, x.grad = None, None
         out = enc(x)
         (out * w).sum().backward()
         grads[impl] = (out.detach(), x.grad.clone(), enc.table.grad.clone())
-    for a, b in zip(grads["fused"], grads["autograd"]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    for impl in ("cpu", "torch"):
+        for a, b in zip(grads[impl], grads["autograd"]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("d,F,T", [(1, 3, 6), (2, 2, 8), (3, 4, 12), (4, 4, 15), (4, 8, 10), (4, 5, 12)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_kernel_matches_torch_twin(d, F, T, dtype):
+    """The C++ kernel against its pure-torch twin: the same corner order and products, so in float64 the forward
+    and the table gradient agree to the last bit; the input gradient sums in another order. Boundary and outside points
+    included; F = 5 takes the kernel's runtime-F path, the others its unrolled ones."""
+    enc = HashGridEncoding(d, n_levels=10, n_features_per_level=F, log2_hashmap_size=T, base_resolution=3,
+                           per_level_scale=2.0, max_resolution=None, dtype=dtype)
+    assert any(enc.layout.dense) and not all(enc.layout.dense)
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    g = torch.Generator().manual_seed(d * 10 + F)
+    x0 = torch.rand(700, d, generator=g, dtype=dtype) * 1.2 - 0.1
+    x0[:3] = torch.tensor([0.0, 1.0, 0.5], dtype=dtype)[:, None]
+    w = torch.randn(700, enc.n_output_dims, generator=g, dtype=dtype)
+    res = {}
+    for impl in ("cpu", "torch"):
+        x = x0.clone().requires_grad_()
+        enc.table.grad = None
+        out = hash_encode(x, enc.table, enc.layout, impl=impl)
+        (out * w).sum().backward()
+        res[impl] = (out.detach(), enc.table.grad.clone(), x.grad)
+    if dtype == torch.float64:
+        assert torch.equal(res["cpu"][0], res["torch"][0])
+        assert torch.equal(res["cpu"][1], res["torch"][1])
+    else:  # torch's float32 embedding_bag / index_add_ kernels may fuse multiply-adds
+        for a, b in zip(res["cpu"][:2], res["torch"][:2]):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(res["cpu"][2], res["torch"][2], rtol=tol, atol=tol * res["torch"][2].abs().max().item())
+
+
+def test_cpu_kernel_is_independent_of_the_thread_count():
+    # The table gradient is split over levels (disjoint rows), so every row sums in point order on any thread count.
+    enc = HashGridEncoding.swift4d(log2_hashmap_size=10)
+    with torch.no_grad():
+        enc.table.normal_()
+    x = torch.rand(5000, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    w = torch.randn(5000, enc.n_output_dims, generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    res = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            enc.table.grad, x.grad = None, None
+            out = hash_encode(x, enc.table, enc.layout, impl="cpu")
+            (out * w).sum().backward()
+            res.append((out.detach(), enc.table.grad.clone(), x.grad.clone()))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+
+
+def test_fused_falls_back_to_torch_without_the_kernel(monkeypatch):
+    import recon.fields.hashgrid as hg
+
+    layout = tiny_layout(3)
+    table = random_table(layout)
+    x = torch.rand(30, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with_kernel = hash_encode(x, table, layout, impl="fused")
+    monkeypatch.setattr(hg, "_KERNEL_STATE", {"module": None, "error": RuntimeError("no compiler")})
+    monkeypatch.setattr(hg._HashEncodeCpuFn, "apply", None)  # would raise if fused still chose the kernel
+    torch.testing.assert_close(hash_encode(x, table, layout, impl="fused"), with_kernel, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="no compiler"):
+        hg._cpu_kernel(required=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -215,7 +284,7 @@ def test_fused_matches_autograd_float32(d):
 
 
 @pytest.mark.parametrize("d", [3, 4])
-@pytest.mark.parametrize("impl", ["fused", "autograd"])
+@pytest.mark.parametrize("impl", ["torch", "autograd"])
 def test_chunked_equals_unchunked(d, impl):
     layout = tiny_layout(d, n_levels=5, F=3)
     table0 = random_table(layout)
@@ -270,6 +339,7 @@ def test_unknown_impl_and_bad_table():
 @pytest.mark.parametrize("d", [3, 4])
 @pytest.mark.parametrize("impl", ["fused", "autograd"])
 def test_cpu_cuda_parity(d, impl):
+    # On the CPU "fused" is the C++ kernel, on CUDA the torch twin: this is the kernel's parity test too.
     enc = HashGridEncoding(d, n_levels=8, n_features_per_level=2, log2_hashmap_size=14, base_resolution=4,
                            max_resolution=512, impl=impl, dtype=torch.float64)
     with torch.no_grad():

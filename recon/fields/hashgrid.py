@@ -1,11 +1,16 @@
-"""Multi-resolution hash-grid encoding (Instant-NGP) for 2D, 3D and 4D inputs, in pure torch.
+"""Multi-resolution hash-grid encoding (Instant-NGP) for 1D to 4D inputs.
 
-One code path serves CPU and CUDA tensors. The fast path (``impl="fused"``) is a custom autograd Function that
-computes all levels of a chunk of points with one fused gather-and-weight (``embedding_bag``) from a flattened
-parameter table and, in backward, one ``index_add_`` into the table gradient plus an analytic input gradient.
-Nothing of size [N, L, 2^d, F] is ever materialised. Between forward and backward it keeps the corner indices and
-weights ([N, L, 2^d], ~12 B each) while they fit a budget; above it, backward recomputes them chunk by chunk and
-autograd holds only ``x`` and the table.
+Two implementations of the same maths, one entry point (:func:`hash_encode`, ``impl="fused"`` picks the fastest):
+
+* CPU tensors: a C++/OpenMP kernel (``cuda/hashgrid_cpu.cpp``, compiled with the rasterizer) that keeps each
+  (point, level)'s 2^d corners in registers; the table gradient is split over levels, which own disjoint rows,
+  so it needs no atomics and sums in the same order whatever the thread count.
+* Any device (its reference twin, and the CUDA path): a pure-torch custom autograd Function that computes all
+  levels of a chunk of points with one fused gather-and-weight (``embedding_bag``) from a flattened parameter
+  table and, in backward, one ``index_add_`` into the table gradient plus an analytic input gradient. Nothing of
+  size [N, L, 2^d, F] is ever materialised. Between forward and backward it keeps the corner indices and weights
+  ([N, L, 2^d], ~12 B each) while they fit a budget; above it, backward recomputes them chunk by chunk and
+  autograd holds only ``x`` and the table.
 
 Conventions (shapes in brackets):
 
@@ -416,6 +421,76 @@ class _HashEncodeFn(torch.autograd.Function):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# CPU kernel path: cuda/hashgrid_cpu.cpp (C++/OpenMP); the torch fused path above is its reference twin
+# ----------------------------------------------------------------------------------------------------------
+
+_KERNEL_STATE: dict[str, object] = {}
+
+
+def _cpu_kernel(required: bool = False):
+    """The compiled CPU extension, or None when it cannot be built (then the torch path serves, after one
+    warning). With ``required`` the build error is raised instead."""
+    if "module" not in _KERNEL_STATE:
+        from recon.kernels.build import KernelBuildError, load_cpu_rasterizer
+
+        try:
+            _KERNEL_STATE["module"] = load_cpu_rasterizer()
+        except KernelBuildError as e:
+            _KERNEL_STATE["module"] = None
+            _KERNEL_STATE["error"] = e
+            if not required:
+                import warnings
+
+                warnings.warn(f"recon: hash grid falls back to the pure-torch path ({str(e).splitlines()[0]})")
+    if required and _KERNEL_STATE["module"] is None:
+        raise _KERNEL_STATE["error"]
+    return _KERNEL_STATE["module"]
+
+
+@lru_cache(maxsize=64)
+def _kernel_constants(layout: HashGridLayout) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """(res [L, d], mult [L, d] dense strides or primes, offsets [L], hashed [L] bool, hash mask) on the CPU."""
+    d = layout.n_dims
+    mult = [PRIMES[:d] if not dense else [math.prod(r + 1 for r in res[:i]) for i in range(d)]
+            for res, dense in zip(layout.resolutions, layout.dense)]
+    return (
+        torch.tensor(layout.resolutions, dtype=torch.int64),
+        torch.tensor(mult, dtype=torch.int64),
+        torch.tensor(layout.offsets[:-1], dtype=torch.int64),
+        torch.tensor([not dense for dense in layout.dense], dtype=torch.bool),
+        (1 << layout.log2_hashmap_size) - 1,
+    )
+
+
+class _HashEncodeCpuFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout: HashGridLayout):
+        xa = x.detach().clamp(0.0, 1.0).contiguous()
+        out = _cpu_kernel(required=True).hashgrid_fwd(xa, table.detach(), *_kernel_constants(layout))
+        ctx.save_for_backward(x, table)
+        ctx.layout = layout
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, table = ctx.saved_tensors
+        need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        xa = x.clamp(0.0, 1.0).contiguous()
+        grad_table, grad_x = _cpu_kernel(required=True).hashgrid_bwd(
+            xa, table, grad_out, *_kernel_constants(ctx.layout), need_table, need_x)
+        if need_x:
+            # Clamped coordinates get zero gradient: the encoding is constant outside [0, 1].
+            grad_x = grad_x * ((x >= 0) & (x <= 1)).to(x.dtype)
+        return (grad_x if need_x else None), (grad_table if need_table else None), None
+
+
+def _kernel_applies(x: Tensor, table: Tensor) -> bool:
+    return (x.device.type == "cpu" and table.device.type == "cpu" and x.dtype == table.dtype
+            and x.dtype in (torch.float32, torch.float64) and _cpu_kernel() is not None)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Autograd path: plain differentiable torch ops (supports double backward)
 # ----------------------------------------------------------------------------------------------------------
 
@@ -494,11 +569,13 @@ def hash_encode(
         x: [N, d] points, expected in [0, 1]^d (clamped; outside points get zero input gradient).
         table: [P, F] flat parameter table, P = ``layout.n_rows`` (level l owns rows offsets[l]:offsets[l+1]).
         layout: the grid description, see :class:`HashGridLayout`.
-        impl: ``"fused"`` (custom autograd Function; fastest; first-order gradients only) or ``"autograd"``
-            (plain torch ops; slower, supports double backward e.g. for eikonal losses) or ``"reference"``
-            (per-level loop baseline).
-        chunk_size: points per chunk; default keeps each chunk at ~2^21 (point, level, corner) triples.
-        save_budget: fused path only: keep corner indices/weights from forward for backward while
+        impl: ``"fused"`` (fastest available, first-order gradients only: the C++ kernel for CPU tensors,
+            ``"torch"`` elsewhere or when the kernel cannot be compiled), ``"cpu"`` (the C++/OpenMP kernel
+            ``cuda/hashgrid_cpu.cpp``; raises if it cannot be built), ``"torch"`` (the pure-torch fused custom
+            Function, the kernel's twin; runs on any device), ``"autograd"`` (plain torch ops; slower, supports
+            double backward e.g. for eikonal losses) or ``"reference"`` (per-level loop baseline).
+        chunk_size: torch paths: points per chunk; default keeps each chunk at ~2^21 (point, level, corner) triples.
+        save_budget: torch fused path only: keep corner indices/weights from forward for backward while
             N * L * 2^d <= save_budget (default 2^24), otherwise recompute them in backward. 0 = always recompute.
 
     Returns:
@@ -510,8 +587,10 @@ def hash_encode(
         raise ValueError(f"table must be [{layout.n_rows}, {layout.n_features}], got {tuple(table.shape)}")
     if x.shape[0] == 0:
         return x.new_zeros(0, layout.n_output_dims, dtype=table.dtype)
+    if impl == "cpu" or (impl == "fused" and _kernel_applies(x, table)):
+        return _HashEncodeCpuFn.apply(x, table, layout)
     chunk = _chunk_size(layout, chunk_size)
-    if impl == "fused":
+    if impl in ("fused", "torch"):
         budget = DEFAULT_SAVE_BUDGET if save_budget is None else save_budget
         if not (torch.is_grad_enabled() and (x.requires_grad or table.requires_grad)):
             budget = -1  # inference: nothing to keep for backward

@@ -112,26 +112,43 @@ struct Corners {
 // block's points gather from them, and the block's output rows (L * F values each, written one level at a time)
 // stay in L2 instead of streaming the whole [N, L * F] output through memory once per level.
 constexpr int64_t kBlock = 1024;
+// Corners of kGroup points at a time: first all their rows (prefetched), then the gathers or updates, so that the
+// cache misses of a group overlap instead of each point waiting for its own (large hashed tables: 3-7x faster
+// forward than without at 2^15-2^19 rows).
+constexpr int kGroup = 16;
 
 template <int D, int kF, typename scalar_t>
 void forward_impl(const scalar_t* x, const scalar_t* table, scalar_t* out, int64_t N, int64_t F,
                   const std::vector<Level>& levels, int64_t mask) {
     if (kF > 0) F = kF;  // compile-time feature count: unrolled, vectorised inner loops
+    constexpr int kLocal = kF > 0 ? kF : 16;  // features accumulated in registers at a time
     const int64_t L = static_cast<int64_t>(levels.size());
     const int64_t n_blocks = (N + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads())
     for (int64_t b = 0; b < n_blocks; ++b) {
-        Corners<D, scalar_t> cr;
+        Corners<D, scalar_t> cr[kGroup];
         const int64_t end = std::min(N, (b + 1) * kBlock);
         for (int64_t l = 0; l < L; ++l) {
-            for (int64_t n = b * kBlock; n < end; ++n) {
-                cr.compute(x + n * D, levels[l], mask);
-                scalar_t* o = out + (n * L + l) * F;
-                for (int64_t f = 0; f < F; ++f) o[f] = scalar_t(0);
-                for (int k = 0; k < (1 << D); ++k) {
-                    const scalar_t* t = table + cr.row[k] * F;
-                    const scalar_t wk = cr.w[k];
-                    for (int64_t f = 0; f < F; ++f) o[f] += wk * t[f];
+            for (int64_t n0 = b * kBlock; n0 < end; n0 += kGroup) {
+                const int64_t m = std::min<int64_t>(kGroup, end - n0);
+                for (int64_t j = 0; j < m; ++j) {
+                    cr[j].compute(x + (n0 + j) * D, levels[l], mask);
+                    for (int k = 0; k < (1 << D); ++k) __builtin_prefetch(table + cr[j].row[k] * F);
+                }
+                for (int64_t j = 0; j < m; ++j) {
+                    scalar_t* o = out + ((n0 + j) * L + l) * F;
+                    // Accumulate in registers: summing into `o` directly (which may alias `table`) would make
+                    // every corner's loads wait for the previous corner's stores.
+                    for (int64_t f0 = 0; f0 < F; f0 += kLocal) {
+                        const int64_t nf = std::min<int64_t>(kLocal, F - f0);
+                        scalar_t acc[kLocal] = {};
+                        for (int k = 0; k < (1 << D); ++k) {
+                            const scalar_t* t = table + cr[j].row[k] * F + f0;
+                            const scalar_t wk = cr[j].w[k];
+                            for (int64_t f = 0; f < nf; ++f) acc[f] += wk * t[f];
+                        }
+                        for (int64_t f = 0; f < nf; ++f) o[f0 + f] = acc[f];
+                    }
                 }
             }
         }
@@ -142,17 +159,29 @@ template <int D, int kF, typename scalar_t>
 void grad_table_impl(const scalar_t* x, const scalar_t* grad, scalar_t* grad_table, int64_t N, int64_t F,
                      const std::vector<Level>& levels, int64_t mask) {
     if (kF > 0) F = kF;  // compile-time feature count: unrolled, vectorised inner loops
+    constexpr int kLocal = kF > 0 ? kF : 16;
     const int64_t L = static_cast<int64_t>(levels.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads())
     for (int64_t l = 0; l < L; ++l) {
-        Corners<D, scalar_t> cr;
-        for (int64_t n = 0; n < N; ++n) {
-            const scalar_t* g = grad + (n * L + l) * F;
-            cr.compute(x + n * D, levels[l], mask);
-            for (int k = 0; k < (1 << D); ++k) {
-                scalar_t* t = grad_table + cr.row[k] * F;
-                const scalar_t wk = cr.w[k];
-                for (int64_t f = 0; f < F; ++f) t[f] += wk * g[f];
+        Corners<D, scalar_t> cr[kGroup];
+        for (int64_t n0 = 0; n0 < N; n0 += kGroup) {
+            const int64_t m = std::min<int64_t>(kGroup, N - n0);
+            for (int64_t j = 0; j < m; ++j) {
+                cr[j].compute(x + (n0 + j) * D, levels[l], mask);
+                for (int k = 0; k < (1 << D); ++k) __builtin_prefetch(grad_table + cr[j].row[k] * F, 1);
+            }
+            for (int64_t j = 0; j < m; ++j) {
+                const scalar_t* g = grad + ((n0 + j) * L + l) * F;
+                for (int64_t f0 = 0; f0 < F; f0 += kLocal) {
+                    const int64_t nf = std::min<int64_t>(kLocal, F - f0);
+                    scalar_t gl[kLocal];  // a register copy: the stores below cannot alias it
+                    for (int64_t f = 0; f < nf; ++f) gl[f] = g[f0 + f];
+                    for (int k = 0; k < (1 << D); ++k) {
+                        scalar_t* t = grad_table + cr[j].row[k] * F + f0;
+                        const scalar_t wk = cr[j].w[k];
+                        for (int64_t f = 0; f < nf; ++f) t[f] += wk * gl[f];
+                    }
+                }
             }
         }
     }
@@ -163,35 +192,46 @@ void grad_x_impl(const scalar_t* x, const scalar_t* table, const scalar_t* grad,
                  int64_t F, const std::vector<Level>& levels, int64_t mask) {
     if (kF > 0) F = kF;  // compile-time feature count: unrolled, vectorised inner loops
     const int64_t L = static_cast<int64_t>(levels.size());
-#pragma omp parallel for schedule(static, 256) num_threads(n_threads())
-    for (int64_t n = 0; n < N; ++n) {
-        Corners<D, scalar_t> cr;
-        scalar_t gx[D] = {};
+    const int64_t n_blocks = (N + kBlock - 1) / kBlock;
+    // Same traversal as the forward: blocks of points, level by level, groups of prefetched corners.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads())
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        Corners<D, scalar_t> cr[kGroup];
+        const int64_t start = b * kBlock, end = std::min(N, (b + 1) * kBlock);
+        for (int64_t n = start; n < end; ++n)
+            for (int i = 0; i < D; ++i) grad_x[n * D + i] = scalar_t(0);
         for (int64_t l = 0; l < L; ++l) {
-            cr.compute(x + n * D, levels[l], mask);
-            const scalar_t* g = grad + (n * L + l) * F;
-            // s[c] = <grad, table[corner c]>: the loss' sensitivity to corner c's weight.
-            scalar_t s[1 << D];
-            for (int k = 0; k < (1 << D); ++k) {
-                const scalar_t* t = table + cr.row[k] * F;
-                scalar_t acc = 0;
-                for (int64_t f = 0; f < F; ++f) acc += t[f] * g[f];
-                s[k] = acc;
-            }
-            // d w_c / d f_i = (bit_i(c) ? +1 : -1) * prod_{j != i} w_j(bit_j(c)); d f_i / d x_i = R_i.
-            for (int i = 0; i < D; ++i) {
-                const int bit = D - 1 - i;
-                scalar_t acc = 0;
-                for (int k = 0; k < (1 << D); ++k) {
-                    scalar_t others = scalar_t(1);
-                    for (int j = 0; j < D; ++j)
-                        if (j != i) others *= cr.axis_w[j][(k >> (D - 1 - j)) & 1];
-                    acc += ((k >> bit) & 1 ? s[k] : -s[k]) * others;
+            for (int64_t n0 = start; n0 < end; n0 += kGroup) {
+                const int64_t m = std::min<int64_t>(kGroup, end - n0);
+                for (int64_t j = 0; j < m; ++j) {
+                    cr[j].compute(x + (n0 + j) * D, levels[l], mask);
+                    for (int k = 0; k < (1 << D); ++k) __builtin_prefetch(table + cr[j].row[k] * F);
                 }
-                gx[i] += acc * static_cast<scalar_t>(levels[l].res[i]);
+                for (int64_t j = 0; j < m; ++j) {
+                    const scalar_t* g = grad + ((n0 + j) * L + l) * F;
+                    // s[c] = <grad, table[corner c]>: the loss' sensitivity to corner c's weight.
+                    scalar_t s[1 << D];
+                    for (int k = 0; k < (1 << D); ++k) {
+                        const scalar_t* t = table + cr[j].row[k] * F;
+                        scalar_t acc = 0;
+                        for (int64_t f = 0; f < F; ++f) acc += t[f] * g[f];
+                        s[k] = acc;
+                    }
+                    // d w_c / d f_i = (bit_i(c) ? +1 : -1) * prod_{j != i} w_j(bit_j(c)); d f_i / d x_i = R_i.
+                    for (int i = 0; i < D; ++i) {
+                        const int bit = D - 1 - i;
+                        scalar_t acc = 0;
+                        for (int k = 0; k < (1 << D); ++k) {
+                            scalar_t others = scalar_t(1);
+                            for (int a = 0; a < D; ++a)
+                                if (a != i) others *= cr[j].axis_w[a][(k >> (D - 1 - a)) & 1];
+                            acc += ((k >> bit) & 1 ? s[k] : -s[k]) * others;
+                        }
+                        grad_x[(n0 + j) * D + i] += acc * static_cast<scalar_t>(levels[l].res[i]);
+                    }
+                }
             }
         }
-        for (int i = 0; i < D; ++i) grad_x[n * D + i] = gx[i];
     }
 }
 

@@ -7,8 +7,9 @@
 // xor_i(corner_i * prime_i) & mask; every level's rows start at offsets[l] of one flat table [P, F].
 //
 // Why a kernel: the torch path materialises [N*L, 2^D] index and weight blocks and scatters through index_add_;
-// here each (point, level) keeps its 2^D corners in registers. Work split:
-//   forward and input gradient: over points (each writes only its own row);
+// here each (point, level) keeps its 2^D corners on the stack, and the gathers of several points are in flight
+// at once (see kGroup). Work split:
+//   forward and input gradient: over blocks of points (each writes only its own rows);
 //   table gradient: over levels (levels own disjoint table rows), so there are no atomics, and every row sums
 //   its contributions in point order whatever the thread count (deterministic results).
 // Inputs must already be clamped to [0, 1] (the Python side does it and zeroes the clamped coordinates' gradient).
@@ -56,8 +57,8 @@ std::vector<Level> read_levels(const torch::Tensor& res, const torch::Tensor& mu
     return levels;
 }
 
-// The 2^D corner rows and weights of one point on one level, plus the per-axis linear weights (1-f, f) and the
-// fractions that the input gradient needs.
+// The 2^D corner rows and weights of one point on one level, plus the per-axis linear weights (1 - f, f) that the
+// input gradient needs.
 template <int D, typename scalar_t>
 struct Corners {
     int64_t row[1 << D];
@@ -76,14 +77,13 @@ struct Corners {
             axis_w[i][1] = f;
         }
         // Corners by axis expansion, axis 0 first (most significant bit), as the torch path's _outer.
-        if (lv.hashed)
+        if (lv.hashed) {
             expand<true>(lo, lv);
-        else
-            expand<false>(lo, lv);
-        if (lv.hashed)
             for (int k = 0; k < (1 << D); ++k) row[k] = (row[k] & mask) + lv.offset;
-        else
+        } else {
+            expand<false>(lo, lv);
             for (int k = 0; k < (1 << D); ++k) row[k] += lv.offset;
+        }
     }
 
     template <bool kHashed>

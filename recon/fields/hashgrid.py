@@ -178,6 +178,13 @@ class HashGridLayout:
     def n_output_dims(self) -> int:
         return self.n_levels * self.n_features
 
+    def multipliers(self, level: int) -> tuple[int, ...]:
+        """Per-axis index multipliers of ``level``: row-major strides (axis 0 fastest) if dense, else the primes."""
+        res = self.resolutions[level]
+        if not self.dense[level]:
+            return PRIMES[: self.n_dims]
+        return tuple(math.prod(r + 1 for r in res[:i]) for i in range(self.n_dims))
+
 
 @dataclass
 class _Group:
@@ -211,15 +218,10 @@ def _groups(layout: HashGridLayout, device: torch.device, dtype: torch.dtype) ->
         else:
             runs.append([level])
     groups = []
-    d = layout.n_dims
     for levels in runs:
         hashed = not layout.dense[levels[0]]
         res = torch.tensor([layout.resolutions[lv] for lv in levels], dtype=torch.float64).t()  # [d, Lg]
-        if hashed:
-            mult = torch.tensor([PRIMES[:d]] * len(levels), dtype=torch.int64).t()
-        else:
-            strides = [[math.prod(r + 1 for r in layout.resolutions[lv][:i]) for i in range(d)] for lv in levels]
-            mult = torch.tensor(strides, dtype=torch.int64).t()
+        mult = torch.tensor([layout.multipliers(lv) for lv in levels], dtype=torch.int64).t()  # [d, Lg]
         groups.append(
             _Group(
                 levels=levels,
@@ -450,12 +452,9 @@ def _cpu_kernel(required: bool = False):
 @lru_cache(maxsize=64)
 def _kernel_constants(layout: HashGridLayout) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """(res [L, d], mult [L, d] dense strides or primes, offsets [L], hashed [L] bool, hash mask) on the CPU."""
-    d = layout.n_dims
-    mult = [PRIMES[:d] if not dense else [math.prod(r + 1 for r in res[:i]) for i in range(d)]
-            for res, dense in zip(layout.resolutions, layout.dense)]
     return (
         torch.tensor(layout.resolutions, dtype=torch.int64),
-        torch.tensor(mult, dtype=torch.int64),
+        torch.tensor([layout.multipliers(lv) for lv in range(layout.n_levels)], dtype=torch.int64),
         torch.tensor(layout.offsets[:-1], dtype=torch.int64),
         torch.tensor([not dense for dense in layout.dense], dtype=torch.bool),
         (1 << layout.log2_hashmap_size) - 1,

@@ -2,9 +2,10 @@
 
 Two implementations of the same maths, one entry point (:func:`hash_encode`, ``impl="fused"`` picks the fastest):
 
-* CPU tensors: a C++/OpenMP kernel (``cuda/hashgrid_cpu.cpp``, compiled with the rasterizer) that keeps each
-  (point, level)'s 2^d corners in registers; the table gradient is split over levels, which own disjoint rows,
-  so it needs no atomics and sums in the same order whatever the thread count.
+* CPU tensors: a C++/OpenMP kernel (``cuda/hashgrid_cpu.cpp``, compiled with the rasterizer) that computes each
+  (point, level)'s 2^d corners on the fly, 16 points at a time with prefetched gathers, and stores nothing for
+  backward; the table gradient is split over levels, which own disjoint rows, so it needs no atomics and sums in
+  the same order whatever the thread count.
 * Any device (its reference twin, and the CUDA path): a pure-torch custom autograd Function that computes all
   levels of a chunk of points with one fused gather-and-weight (``embedding_bag``) from a flattened parameter
   table and, in backward, one ``index_add_`` into the table gradient plus an analytic input gradient. Nothing of

@@ -1,5 +1,6 @@
 """Hash-grid encoding and MLP helpers: correctness against a naive per-point Python loop, gradients, chunking,
-4D grids, the C++ CPU kernel against its torch twin, device parity, identity-at-init deformation heads. Small grids only; runs in a few seconds on CPU."""
+4D grids, the C++ CPU kernel against its torch twin, device parity, identity-at-init deformation heads. Small
+grids only; runs in a few seconds on CPU."""
 
 from __future__ import annotations
 
@@ -214,8 +215,8 @@ def test_fused_matches_autograd_float32(d):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_kernel_matches_torch_twin(d, F, T, dtype):
     """The C++ kernel against its pure-torch twin: the same corner order and products, so in float64 the forward
-    and the table gradient agree to the last bit; the input gradient sums in another order. Boundary and outside points
-    included; F = 5 takes the kernel's runtime-F path, the others its unrolled ones."""
+    and the table gradient agree to the last bit; the input gradient sums in another order. Boundary and outside
+    points included; F = 5 takes the kernel's runtime-F path, the others its unrolled ones."""
     enc = HashGridEncoding(d, n_levels=10, n_features_per_level=F, log2_hashmap_size=T, base_resolution=3,
                            per_level_scale=2.0, max_resolution=None, dtype=dtype)
     assert any(enc.layout.dense) and not all(enc.layout.dense)

@@ -375,6 +375,11 @@ def _backward_chunk(xa: Tensor, table: Tensor, grad: Tensor, grad_table: Tensor 
     return grad_x
 
 
+def _zero_where_clamped(grad_x: Tensor, x: Tensor) -> Tensor:
+    """Clamped coordinates get zero gradient: the encoding is constant outside [0, 1]. Both [N, d]."""
+    return grad_x * ((x >= 0) & (x <= 1)).to(x.dtype)
+
+
 class _HashEncodeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, layout: HashGridLayout, chunk: int, save_budget: int):
@@ -415,10 +420,7 @@ class _HashEncodeFn(torch.autograd.Function):
             gx = _backward_chunk(xa[:, s:s + chunk], table, grad[s:s + chunk], grad_table, need_x, groups, kept)
             if need_x:
                 grad_xa[:, s:s + chunk] = gx
-        grad_x = None
-        if need_x:
-            # Clamped coordinates get zero gradient: the encoding is constant outside [0, 1].
-            grad_x = grad_xa.t() * ((x >= 0) & (x <= 1)).to(x.dtype)
+        grad_x = _zero_where_clamped(grad_xa.t(), x) if need_x else None
         return grad_x, grad_table, None, None, None
 
 
@@ -479,10 +481,7 @@ class _HashEncodeCpuFn(torch.autograd.Function):
         xa = x.clamp(0.0, 1.0).contiguous()
         grad_table, grad_x = _cpu_kernel(required=True).hashgrid_bwd(
             xa, table, grad_out, *_kernel_constants(ctx.layout), need_table, need_x)
-        if need_x:
-            # Clamped coordinates get zero gradient: the encoding is constant outside [0, 1].
-            grad_x = grad_x * ((x >= 0) & (x <= 1)).to(x.dtype)
-        return (grad_x if need_x else None), (grad_table if need_table else None), None
+        return (_zero_where_clamped(grad_x, x) if need_x else None), (grad_table if need_table else None), None
 
 
 def _kernel_applies(x: Tensor, table: Tensor) -> bool:

@@ -630,3 +630,17 @@ def test_distortion_mode_defaults_off_for_multiview_video():
     with pytest.raises(ReconError, match="appearance-deltas must be auto, on or off"):
         Swift4D(Swift4DConfig(appearance_deltas="yes"), scene, 100, "cpu")
 
+
+
+def test_monocular_data_trains_on_plain_l1():
+    """Monocular data uses mono_ssim_lambda (0: plain L1, SSIM not even computed); video the 3DGS weight 0.2."""
+    from recon.demo import load_demo
+    from recon.engine.losses import l1, l1_dssim
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    assert Swift4D(Swift4DConfig(), _monocular_demo(), 100, "cpu").ssim_lambda == 0.0
+    assert Swift4D(Swift4DConfig(mono_ssim_lambda=0.1), _monocular_demo(), 100, "cpu").ssim_lambda == 0.1
+    assert Swift4D(Swift4DConfig(), load_demo("dynamic"), 100, "cpu").ssim_lambda == 0.2
+    a, b = torch.rand(2, 16, 16, 3).unbind(0)
+    assert torch.equal(l1_dssim(a, b, 0.0), l1(a, b))
+    assert float(l1_dssim(a, b, 0.2)) > float(0.8 * l1(a, b))  # D-SSIM of unrelated images is > 0

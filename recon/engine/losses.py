@@ -19,5 +19,7 @@ def dssim(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def l1_dssim(pred: Tensor, target: Tensor, ssim_lambda: float = 0.2) -> Tensor:
-    """The 3DGS photometric loss: (1 - λ)·L1 + λ·(1 - SSIM), λ = 0.2."""
+    """The 3DGS photometric loss: (1 - λ)·L1 + λ·(1 - SSIM), λ = 0.2 (λ = 0: plain L1, SSIM not computed)."""
+    if ssim_lambda == 0:
+        return l1(pred, target)
     return (1.0 - ssim_lambda) * l1(pred, target) + ssim_lambda * dssim(pred, target)

@@ -26,8 +26,9 @@ Stages (:class:`~recon.methods.swift4d.config.Stages`):
    stage lengths and densification window are laid out over the first 2000 steps (``mono_schedule_steps``):
    longer runs only lengthen the fine stage.
 
-Throughout: L1 + 0.2 D-SSIM, SH degree ramp, 3DGS densification without opacity reset, and temporal-importance
-pruning (max α·T over training views and times < 0.02, :func:`recon.render.gaussian_weights.gaussian_max_weights`).
+Throughout: L1 + 0.2 D-SSIM (plain L1 for monocular data, ``mono_ssim_lambda``), SH degree ramp, 3DGS
+densification without opacity reset, and temporal-importance pruning (max α·T over training views and times < 0.02,
+:func:`recon.render.gaussian_weights.gaussian_max_weights`).
 In the fine stage, a depth-distortion term (``distortion_reg``) on the pixels outside each view's change mask
 keeps the still part of the scene one surface deep (not in the paper; see the setting for why and what it gives).
 
@@ -199,6 +200,12 @@ class Swift4D(GaussianSplatting):
         for monocular data)."""
         return self.config.dynamic_threshold if self.multiview else self.config.mono_dynamic_threshold
 
+    @property
+    def ssim_lambda(self) -> float:
+        """D-SSIM weight of the photometric loss (``ssim_lambda`` for multi-view video, ``mono_ssim_lambda`` for
+        monocular data)."""
+        return self.config.ssim_lambda if self.multiview else self.config.mono_ssim_lambda
+
     def _deformed_ids(self) -> Tensor:
         """long [M]: dynamic Gaussians inside the field's box (the others pass through unchanged)."""
         m = self.splats["means"].detach()
@@ -327,7 +334,7 @@ class Swift4D(GaussianSplatting):
             colors, _, info = self.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
             rgb = colors[0, ..., :3]
             target = batch.image if v == batch.index else batch.views.image(v, batch.background)
-            loss = loss + l1_dssim(rgb, target, cfg.ssim_lambda) / len(views)
+            loss = loss + l1_dssim(rgb, target, self.ssim_lambda) / len(views)
             if self.distortion_on(step) and not infos:  # one view per step
                 loss = loss + cfg.distortion_reg * self._still_distortion(v, cam, p, batch.views)
             infos.append(info)

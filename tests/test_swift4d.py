@@ -631,7 +631,6 @@ def test_distortion_mode_defaults_off_for_multiview_video():
         Swift4D(Swift4DConfig(appearance_deltas="yes"), scene, 100, "cpu")
 
 
-
 def test_monocular_data_trains_on_plain_l1():
     """Monocular data uses mono_ssim_lambda (0: plain L1, SSIM not even computed); video the 3DGS weight 0.2."""
     from recon.demo import load_demo

@@ -631,15 +631,21 @@ def test_distortion_mode_defaults_off_for_multiview_video():
         Swift4D(Swift4DConfig(appearance_deltas="yes"), scene, 100, "cpu")
 
 
-def test_monocular_data_trains_on_plain_l1():
+def test_monocular_data_trains_on_plain_l1(monkeypatch):
     """Monocular data uses mono_ssim_lambda (0: plain L1, SSIM not even computed); video the 3DGS weight 0.2."""
     from recon.demo import load_demo
-    from recon.engine.losses import l1, l1_dssim
+    from recon.engine import losses
     from recon.methods.swift4d.model import Swift4D, Swift4DConfig
 
     assert Swift4D(Swift4DConfig(), _monocular_demo(), 100, "cpu").ssim_lambda == 0.0
     assert Swift4D(Swift4DConfig(mono_ssim_lambda=0.1), _monocular_demo(), 100, "cpu").ssim_lambda == 0.1
     assert Swift4D(Swift4DConfig(), load_demo("dynamic"), 100, "cpu").ssim_lambda == 0.2
     a, b = torch.rand(2, 16, 16, 3).unbind(0)
-    assert torch.equal(l1_dssim(a, b, 0.0), l1(a, b))
-    assert float(l1_dssim(a, b, 0.2)) > float(0.8 * l1(a, b))  # D-SSIM of unrelated images is > 0
+    assert float(losses.l1_dssim(a, b, 0.2)) > float(0.8 * losses.l1(a, b))  # D-SSIM of unrelated images is > 0
+    calls = []
+    real_dssim = losses.dssim
+    monkeypatch.setattr(losses, "dssim", lambda p, t: calls.append(1) or real_dssim(p, t))
+    assert torch.equal(losses.l1_dssim(a, b, 0.0), losses.l1(a, b))
+    assert calls == []  # weight 0: SSIM is skipped, not multiplied by 0
+    losses.l1_dssim(a, b, 0.2)
+    assert calls == [1]

@@ -531,6 +531,10 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
     """CUDA: straight into gsplat.rasterization; only papers over gsplat 1.5.3's packed + backgrounds assert."""
     from gsplat import rasterization
 
+    from recon.kernels.gsplat_cuda import ensure_built
+
+    ensure_built()  # gsplat's CUDA kernels: built once per torch/CUDA, announced, under recon's build lock
+
     blend_bg = packed and backgrounds is not None and render_mode not in ("D", "ED")
     render, alphas, meta = rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,

@@ -168,7 +168,7 @@ def main():
     if args.resolutions:
         resolutions = [int(s) for s in args.resolutions.split(",")]
 
-    from recon.kernels.build import load_cpu_rasterizer
+    from recon.kernels.build import kernel_info, load_cpu_rasterizer
 
     ext = load_cpu_rasterizer()
     rows = []
@@ -264,6 +264,8 @@ def main():
         "load_avg_1min_at_end": os.getloadavg()[0],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "recon_cpu_threads": os.environ.get("RECON_CPU_THREADS"),
+        # which build of the kernels ran (installed or run-time, portable or native, flags, compiler)
+        "kernels": {k: v for k, v in kernel_info().items() if k in ("kind", "arch", "flags", "compiler", "path")},
         "scene": "see scripts/bench_raster.py docstring (log-normal scales, median 0.02*sqrt(1e5/N), depth 2..6)",
     }
     out = Path(args.out)

@@ -30,15 +30,21 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-stamp="$VENV/.recon-setup-$(cat "$REPO/pyproject.toml" "$REPO/setup.py" | sha1sum | cut -c1-12)-$EXTRAS"
+# The stamp covers what the install compiles (the kernel sources and their build description), so an edited
+# kernel is rebuilt by the next run of this script.
+stamp_inputs=("$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/cuda/kernel_spec.py" "$REPO"/cuda/*.cpp)
+stamp="$VENV/.recon-setup-$(cat "${stamp_inputs[@]}" | sha1sum | cut -c1-12)-$EXTRAS-${RECON_KERNEL_ARCH:-portable}"
 if [ ! -f "$stamp" ]; then
   # CPU torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "setup: installing torch==2.13.0 (CPU)"
     "${PIP[@]}" install "torch==2.13.0"
   fi
-  echo "setup: installing recon[$EXTRAS] (editable)"
-  "${PIP[@]}" install -e "$REPO[$EXTRAS]"
+  # The C++ kernels compile during the install, against the torch above (hence no build isolation), with the
+  # venv's own ninja first on PATH; after this, running recon needs no compiler and never compiles.
+  "${PIP[@]}" install "setuptools>=68" wheel ninja
+  echo "setup: installing recon[$EXTRAS] (editable; compiling the CPU kernels, 1-2 min)"
+  PATH="$VENV/bin:$PATH" "${PIP[@]}" install --no-build-isolation -e "$REPO[$EXTRAS]"
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -1,4 +1,5 @@
-"""`pip install .` (not only editable) ships every part of the product layout: kernels, viewer, demo scenes."""
+"""`pip install .` (not only editable) ships every part of the product layout: kernels (sources and the compiled
+module with its build description), viewer, demo scenes."""
 
 import subprocess
 import sys
@@ -20,7 +21,11 @@ def test_wheel_contains_the_mapped_packages_and_kernel_sources(tmp_path):
     wheel = next(tmp_path.glob("recon-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for required in ["recon/cli.py", "recon/kernels/raster_cpu.cpp", "recon/kernels/project_cpu.cpp", "recon/kernels/build.py",
+                     "recon/kernels/kernel_spec.py", "recon/kernels/compile.py", "recon/kernels/_cpu.build.json",
                      "recon/viewer/app.py", "recon/demo/__init__.py", "recon/demo/static.py", "recon/methods/gs/model.py"]:
         assert required in names, required
     assert any(n.endswith("entry_points.txt") for n in names)
+    # the wheel build compiled the CPU kernels (a platform wheel, not a pure-Python one)
+    assert any(n.startswith("recon/kernels/_cpu.") and n.endswith(".so") for n in names), names
+    assert "py3-none-any" not in wheel.name
     assert not any(n.startswith("tests/") for n in names)

@@ -159,8 +159,6 @@ def runtime_build_dir(arch: str | None = None) -> Path:
     return cache_dir() / "kernels" / f"{tag}-{digest}"
 
 
-
-
 def _compile_into(out: Path, reason: str) -> None:
     cxx = os.environ.get("CXX", "c++").split()[0]
     if shutil.which(cxx) is None:

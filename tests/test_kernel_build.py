@@ -289,7 +289,7 @@ def test_runtime_build_compiles_the_same_kernels(tmp_path):
     """A real run-time build (compile.py, ~1-2 min): it is announced, lands in the keyed folder with its
     description, is found by the next process without compiling, and renders what the installed build renders."""
     env = dict(RECON_CACHE=str(tmp_path), RECON_KERNELS="runtime")
-    first = _run(_RASTER_SNIPPET, timeout=900, **env)
+    first = _run(_RASTER_SNIPPET, timeout=1800, **env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "recon: compiling the CPU kernels (RECON_KERNELS=runtime)" in first.stderr
     assert "recon: compiled the CPU kernels in" in first.stderr

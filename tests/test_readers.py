@@ -13,8 +13,9 @@ import torch
 from recon.cameras import Cameras, orbit_poses
 from recon.data import detect_format, load_scene
 from recon.data.readers import writers
-from recon.data.readers.colmap_model import ColmapCamera, ColmapImage, qvec_to_rotmat, rotmat_to_qvec, write_model
+from recon.data.readers.colmap_model import ColmapCamera, ColmapImage, write_model
 from recon.data.readers.neus import decompose_projection
+from recon.rotations import rotmat_to_quat
 
 W, H, F = 40, 30, 36.0
 
@@ -150,7 +151,7 @@ def test_colmap_camera_models(tmp_path):
         ColmapCamera(4, "OPENCV_FISHEYE", W, H, np.array([F, F + 1, 20.0, 15.0, 0.02, 0.01, 0.0, 0.001])),
         ColmapCamera(5, "RADIAL_FISHEYE", W, H, np.array([F, 20.0, 15.0, 0.02, 0.01])),
     ]
-    imgs = [ColmapImage(10 + i, rotmat_to_qvec(w2c[i, :3, :3]), w2c[i, :3, 3], i + 1, f"{i:02d}.png") for i in range(5)]
+    imgs = [ColmapImage(10 + i, rotmat_to_quat(w2c[i, :3, :3]), w2c[i, :3, 3], i + 1, f"{i:02d}.png") for i in range(5)]
     for ext in (".txt", ".bin"):
         root = tmp_path / ext[1:]
         writers._write_images(root / "images", images, [im.name for im in imgs])
@@ -179,15 +180,6 @@ def test_colmap_downscale_folder_and_sorting(tmp_path):
     scene = load_scene(tmp_path, downscale=2)
     assert scene.image(0).shape == (16, 21, 3) and int(scene.cameras.widths[0]) == 21
     np.testing.assert_allclose(float(scene.cameras.fx[0]), F * 21 / 41, rtol=1e-6)
-
-
-def test_quaternion_round_trip():
-    rng = np.random.default_rng(3)
-    for _ in range(50):
-        q = rng.normal(size=4)
-        q /= np.linalg.norm(q)
-        R = qvec_to_rotmat(q)
-        np.testing.assert_allclose(qvec_to_rotmat(rotmat_to_qvec(R)), R, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------ LLFF, NeuS

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from recon.rotations import quat_to_rotmat
 
 SH_C0 = 0.28209479177387814  # Y_0^0
 
 
 def covariances(log_scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
     """[N, 3, 3] world covariances R diag(s^2) R^T from [N, 3] log scales and [N, 4] wxyz quaternions."""
-    w, x, y, z = F.normalize(quats.float(), dim=-1).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(-1, 3, 3)  # fmt: skip
-    M = R * torch.exp(log_scales.float())[:, None, :]
+    M = quat_to_rotmat(quats.float()) * torch.exp(log_scales.float())[:, None, :]
     return M @ M.transpose(1, 2)
 
 

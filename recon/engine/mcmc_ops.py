@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.rotations import quat_to_rotmat
+
 
 def compute_relocation(opacities: Tensor, scales: Tensor, ratios: Tensor, binoms: Tensor) -> tuple[Tensor, Tensor]:
     """New opacity and scales when one Gaussian is replaced by ``ratios`` copies of itself (MCMC eq. 9).
@@ -45,12 +47,7 @@ def compute_relocation(opacities: Tensor, scales: Tensor, ratios: Tensor, binoms
 
 def quat_scale_to_covar_preci(quats: Tensor, scales: Tensor, compute_covar: bool = True, compute_preci: bool = True, triu: bool = False):
     """Covariance R S Sᵀ Rᵀ (and its inverse) from wxyz quaternions [N, 4] and scales [N, 3]; gsplat's signature."""
-    q = torch.nn.functional.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack(
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(*q.shape[:-1], 3, 3)
+    R = quat_to_rotmat(quats)
     covar = preci = None
     if compute_covar:
         M = R * scales[..., None, :]

@@ -17,25 +17,8 @@ from torch import Tensor
 
 from recon.data.normalize import SceneTransform
 from recon.errors import ReconError
+from recon.rotations import quat_multiply, rotmat_to_quat
 from recon.splats import SH_C0, sh_rotation_matrix
-
-
-def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of wxyz quaternions [..., 4]."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw],
-        -1,
-    )
-
-
-def _rotmat_to_quat(R: np.ndarray) -> Tensor:
-    """wxyz quaternion of a rotation matrix [3, 3]."""
-    from scipy.spatial.transform import Rotation
-
-    x, y, z, w = Rotation.from_matrix(R).as_quat()
-    return torch.tensor([w, x, y, z], dtype=torch.float32)
 
 
 def splats_to_data_frame(splats: dict[str, Tensor], transform: SceneTransform) -> dict[str, Tensor]:
@@ -50,8 +33,8 @@ def splats_to_data_frame(splats: dict[str, Tensor], transform: SceneTransform) -
     out["scales"] = out["scales"] - float(np.log(transform.scale))
     if not np.allclose(transform.rotation, np.eye(3)):
         r_inv = transform.rotation.T  # normalised -> data rotation
-        q = _rotmat_to_quat(r_inv)
-        out["quats"] = _quat_multiply(q.expand_as(out["quats"]), out["quats"])
+        q = torch.as_tensor(rotmat_to_quat(r_inv), dtype=torch.float32)
+        out["quats"] = quat_multiply(q.expand_as(out["quats"]), out["quats"])
         sh = torch.cat([out["sh0"], out["shN"]], 1)  # [N, K, 3]
         degree = int(round(np.sqrt(sh.shape[1]))) - 1
         M = sh_rotation_matrix(torch.as_tensor(r_inv), degree)

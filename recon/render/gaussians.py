@@ -27,10 +27,10 @@ import math
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recon.render.sh import eval_sh
+from recon.rotations import quat_to_rotmat
 
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 Backend = Literal["auto", "cpu", "torch", "gsplat"]
@@ -41,21 +41,6 @@ ALPHA_MIN = 1.0 / 255.0
 # ---------------------------------------------------------------------------------------------------------------
 # Projection (torch, autograd)
 # ---------------------------------------------------------------------------------------------------------------
-def _quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[N, 4] wxyz (any norm) -> [N, 3, 3]."""
-    w, x, y, z = F.normalize(quats, p=2, dim=-1).unbind(-1)
-    xx, yy, zz, xy, xz, yz, wx, wy, wz = x * x, y * y, z * z, x * y, x * z, y * z, w * x, w * y, w * z
-    R = torch.stack(
-        [
-            1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy),
-            2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx),
-            2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy),
-        ],
-        dim=-1,
-    )  # fmt: skip
-    return R.reshape(quats.shape[:-1] + (3, 3))
-
-
 def project_gaussians(
     means: Tensor,  # [N, 3]
     quats: Tensor,  # [N, 4]
@@ -104,7 +89,7 @@ def project_gaussians(
         [(fx * rz)[..., None] * (r0 - uc[..., None] * r2), (fy * rz)[..., None] * (r1 - vc[..., None] * r2)], dim=-2
     )  # [C, N, 2, 3]
     # cov2d = (J Rv) (R S)(R S)^T (J Rv)^T = B B^T with B = (J Rv)(R S): no 3x3 covariance is ever formed.
-    RS = _quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3]
+    RS = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3]
     B = torch.matmul(A, RS)  # [C, N, 2, 3]
     b0, b1 = B.unbind(-2)
     a = (b0 * b0).sum(-1)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.cameras import Cameras, check_poses
-from recon.data.readers.colmap_model import ColmapCamera, model_ext, qvec_to_rotmat, read_model
+from recon.data.readers.colmap_model import ColmapCamera, model_ext, read_model
 from recon.data.readers.common import (
     LoadOptions,
     downscaled_folder,
@@ -41,6 +41,7 @@ from recon.data.readers.common import (
 )
 from recon.data.scene import ImageFiles, SceneData
 from recon.errors import ReconError
+from recon.rotations import quat_to_rotmat
 
 NAME = "colmap"
 DESCRIPTION = "COLMAP sparse model (binary or text) + images/"
@@ -141,7 +142,7 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
     for i, im in enumerate(kept):
         if not (np.isfinite(im.qvec).all() and np.isfinite(im.tvec).all()) or np.linalg.norm(im.qvec) < 1e-12:
             raise ReconError(f"image {im.name!r} has a NaN, inf or zero pose", img_file)
-        w2c[i, :3, :3] = qvec_to_rotmat(im.qvec)
+        w2c[i, :3, :3] = quat_to_rotmat(im.qvec)
         w2c[i, :3, 3] = im.tvec
         w2c[i, 3, 3] = 1.0
     c2w = rigid_inverse(w2c)

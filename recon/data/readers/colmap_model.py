@@ -68,40 +68,6 @@ class ColmapModel:
     ext: str  # ".bin" or ".txt"
 
 
-def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """[4] quaternion (w, x, y, z), normalised here, -> [3, 3] rotation matrix."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation -> [4] quaternion (w, x, y, z) with w >= 0 (largest-pivot method, stable near 180 deg)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
-    cands = [tr, R[0, 0], R[1, 1], R[2, 2]]
-    k = int(np.argmax(cands))
-    if k == 0:
-        s = 2.0 * np.sqrt(1.0 + tr)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif k == 1:
-        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif k == 2:
-        s = 2.0 * np.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    return q if q[0] >= 0 else -q
-
-
 # ---------------------------------------------------------------------------------------------------------- reading
 class _Bin:
     """Bounds-checked cursor over a binary file; running off the end is a clear 'truncated file' error."""

@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from recon.cameras import Cameras, opencv_to_opengl
-from recon.data.readers.colmap_model import ColmapCamera, ColmapImage, rotmat_to_qvec, write_model
+from recon.data.readers.colmap_model import ColmapCamera, ColmapImage, write_model
 from recon.data.readers.common import rigid_inverse
 from recon.data.readers.llff import opencv_to_llff
 from recon.data.readers.neus import PIXEL_CENTER_SHIFT
+from recon.rotations import rotmat_to_quat
 
 _MODEL_TO_NERFSTUDIO = {"pinhole": "PINHOLE", "opencv": "OPENCV", "fisheye": "OPENCV_FISHEYE"}
 
@@ -115,7 +116,7 @@ def write_colmap(root: Path, cameras: Cameras, images: Sequence[np.ndarray], *, 
         else:
             name, params = "OPENCV_FISHEYE", [fx, fy, cx, cy, k1, k2, k3, k4]
         cams.append(ColmapCamera(i + 1, name, int(cameras.widths[i]), int(cameras.heights[i]), np.array(params)))
-        imgs.append(ColmapImage(i + 1, rotmat_to_qvec(w2c[i, :3, :3]), w2c[i, :3, 3], i + 1, names[i]))
+        imgs.append(ColmapImage(i + 1, rotmat_to_quat(w2c[i, :3, :3]), w2c[i, :3, 3], i + 1, names[i]))
     xyz = np.zeros((0, 3)) if points is None else np.asarray(points, dtype=np.float64)
     rgb = np.zeros((len(xyz), 3), np.uint8) if colors is None else np.round(np.asarray(colors) * 255).astype(np.uint8)
     write_model(root / subdir, cams, imgs, xyz, rgb, ext)

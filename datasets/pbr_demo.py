@@ -166,7 +166,7 @@ def _points_from_mesh(verts: np.ndarray, faces: np.ndarray, material_fn, count: 
     if material_fn is not None:
         import torch
 
-        from .textures import linear_to_srgb
+        from recon.color import linear_to_srgb
 
         with torch.no_grad():
             base = material_fn(torch.as_tensor(np.asarray(pts), dtype=torch.float32))["base_color"]

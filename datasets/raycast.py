@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import open3d as o3d
 from recon.cameras import Cameras
+from recon.color import linear_to_srgb, srgb_to_linear
 
-from .textures import linear_to_srgb, srgb_to_linear
 
 TextureFn = Callable[[np.ndarray], np.ndarray]
 """[P, 3] texture-space points -> [P, 3] sRGB albedo in [0, 1]."""

@@ -11,18 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear, any shape."""
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    """Linear values (clipped to [0, 1]) -> sRGB-encoded, any shape."""
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
-
-
 def hex_colors(*codes: str) -> np.ndarray:
     """'#rrggbb' strings -> [K, 3] sRGB floats (palettes read better as hex)."""
     return np.array([[int(c.lstrip("#")[i : i + 2], 16) / 255.0 for i in (0, 2, 4)] for c in codes])

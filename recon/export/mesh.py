@@ -24,16 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from recon.color import linear_to_srgb
 from recon.errors import ReconError
 from recon.export.textures import BakedMesh, bake_pbr_textures
 
 __all__ = ["export_pbr_mesh", "write_glb", "write_obj", "BakedMesh", "bake_pbr_textures", "pack_textures",
            "encode_normal_map", "decode_normal_map"]
-
-
-def _linear_to_srgb_np(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(np.maximum(x, 0.0031308), 1 / 2.4) - 0.055)
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -57,7 +53,7 @@ def pack_textures(baked: BakedMesh, normal: np.ndarray | None = None) -> dict[st
     normal map, only when one was baked (``normal`` overrides ``baked.normal``, e.g. re-encoded for a transform)."""
     mr = np.stack([np.ones_like(baked.roughness), baked.roughness, baked.metallic], -1)
     out = {
-        "base_color": _u8(_linear_to_srgb_np(baked.base_color)),
+        "base_color": _u8(linear_to_srgb(baked.base_color)),
         "metallic_roughness": _u8(mr),
         "roughness": _u8(baked.roughness),
         "metallic": _u8(baked.metallic),

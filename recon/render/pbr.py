@@ -1,5 +1,5 @@
-"""Physically based shading: glTF metallic-roughness BRDF, environment lighting (split-sum and Monte Carlo),
-sRGB <-> linear.
+"""Physically based shading: glTF metallic-roughness BRDF, environment lighting (split-sum and Monte Carlo); the
+sRGB <-> linear curve is re-exported from :mod:`recon.color`.
 
 BRDF (the glTF 2.0 metallic-roughness model, as in nvdiffrec):
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.color import linear_to_srgb, srgb_to_linear
 from recon.render.envmap import EnvSampler, SplitSumEnv, sample_envmap, sample_split_sum_specular
 
 __all__ = [
@@ -47,19 +48,6 @@ __all__ = [
 
 MIN_ROUGHNESS = 0.08
 _LUM = (0.2126, 0.7152, 0.0722)
-
-
-def srgb_to_linear(x: Tensor) -> Tensor:
-    """sRGB-encoded [0, 1] -> linear (exact piecewise IEC 61966-2-1 curve)."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: Tensor, clamp: bool = True) -> Tensor:
-    """Linear -> sRGB-encoded. Values are clamped to [0, 1] first (HDR highlights saturate) unless ``clamp=False``."""
-    x = x.clamp(0.0, 1.0) if clamp else x.clamp_min(0.0)
-    # clamp_min inside the power keeps the unused branch's gradient finite at 0
-    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:

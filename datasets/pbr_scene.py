@@ -24,6 +24,8 @@ import torch
 import trimesh
 from torch import Tensor
 
+from recon.cameras import orbit_poses
+from recon.data.readers.common import rigid_inverse
 from recon.render.envmap import envmap_directions, prepare_split_sum
 from recon.render.mesh_shading import render_pbr_mesh
 from recon.render.pbr import linear_to_srgb
@@ -117,28 +119,13 @@ def procedural_envmap(height: int = 64, variant: int = 0) -> Tensor:
     return env
 
 
-def _look_at(eye: np.ndarray, target=np.zeros(3)) -> np.ndarray:
-    f = target - eye
-    f = f / np.linalg.norm(f)
-    r = np.cross(f, np.array([0.0, 0.0, 1.0]))
-    r /= np.linalg.norm(r)
-    d = np.cross(f, r)  # image down = world -Z-ish
-    T = np.eye(4)
-    T[:3, :3] = np.stack([r, d, f])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
-
-
 def orbit_cameras(n_views: int, radius: float = 4.0, elevations=(0.25, 0.7), offset: float = 0.0) -> np.ndarray:
-    """World-to-camera matrices [n, 4, 4] on rings at the given elevations (radians), looking at the origin."""
+    """World-to-camera matrices [n, 4, 4] on rings at the given elevations (radians), looking at the origin; the
+    views are shared out over the rings, each ring turned half a step against the one before."""
     per = [n_views // len(elevations) + (i < n_views % len(elevations)) for i in range(len(elevations))]
-    mats = []
-    for ring, (elev, k) in enumerate(zip(elevations, per)):
-        for j in range(k):
-            a = 2 * math.pi * (j + 0.5 * ring) / k + offset
-            eye = radius * np.array([math.cos(a) * math.cos(elev), math.sin(a) * math.cos(elev), math.sin(elev)])
-            mats.append(_look_at(eye))
-    return np.stack(mats) if mats else np.zeros((0, 4, 4))
+    rings = [orbit_poses(k, radius, math.degrees(elev), phase=offset + math.pi * ring / k)
+             for ring, (elev, k) in enumerate(zip(elevations, per)) if k > 0]
+    return rigid_inverse(np.concatenate(rings)) if rings else np.zeros((0, 4, 4))
 
 
 def make_pbr_scene(

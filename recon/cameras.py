@@ -406,14 +406,39 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
 
 
 def orbit_poses(
-    n: int, radius: float, elevation_deg: float = 25.0, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), phase: float = 0.0
+    n: int,
+    radius: float,
+    elevation_deg: float = 25.0,
+    target=(0.0, 0.0, 0.0),
+    up=(0.0, 0.0, 1.0),
+    phase: float = 0.0,
+    start=None,
 ) -> np.ndarray:
-    """[n, 4, 4] OpenCV camera-to-world poses on a circle around ``target`` (z-up world), looking at it."""
+    """[n, 4, 4] OpenCV camera-to-world poses evenly spaced on a circle around ``target``, looking at it.
+
+    Args:
+        n: number of poses.
+        radius: distance of every camera from ``target``.
+        elevation_deg: angle of the cameras above the plane through ``target`` orthogonal to ``up``.
+        target: [3] the point looked at (the circle's axis passes through it).
+        up: [3] world up (unit or not); also the up direction of the images.
+        phase: azimuth of the first pose in radians, counter-clockwise about ``up``.
+        start: [3] direction of azimuth 0, projected onto the circle's plane (default: world x, or world y when
+            ``up`` is along x).
+    """
     target = np.asarray(target, dtype=np.float64)
+    up = np.asarray(up, dtype=np.float64)
+    up = up / np.linalg.norm(up)
+    if start is None:
+        start = [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0]
+    e1 = np.asarray(start, dtype=np.float64)
+    e1 = e1 - (e1 @ up) * up
+    e1 = e1 / np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
     el = np.deg2rad(elevation_deg)
     out = []
     for i in range(n):
         az = phase + 2 * np.pi * i / n
-        eye = target + radius * np.array([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)])
-        out.append(look_at(eye, target, np.asarray(up, dtype=np.float64)))
+        eye = target + radius * (np.cos(el) * (np.cos(az) * e1 + np.sin(az) * e2) + np.sin(el) * up)
+        out.append(look_at(eye, target, up))
     return np.stack(out)

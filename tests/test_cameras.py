@@ -47,6 +47,23 @@ def test_opengl_conversion_is_an_involution_and_flips_forward_axis():
     assert torch.allclose(gl[:, :3, 2], -c2w[:, :3, 2])
 
 
+def test_orbit_poses_about_any_up_axis():
+    """Poses on a tilted circle: at the given distance and elevation, looking at the target, image up = ``up``,
+    the first one in the ``start`` direction, evenly spaced."""
+    target, up, start = np.array([0.5, -1.0, 2.0]), np.array([0.0, 1.0, 1.0]) / np.sqrt(2), np.array([1.0, 0.3, 0.0])
+    poses = orbit_poses(6, 2.5, 30.0, target=target, up=up, start=start, phase=0.0)
+    rel = poses[:, :3, 3] - target
+    np.testing.assert_allclose(np.linalg.norm(rel, axis=1), 2.5, atol=1e-12)
+    np.testing.assert_allclose(rel @ up, 2.5 * np.sin(np.deg2rad(30.0)), atol=1e-12)
+    np.testing.assert_allclose(np.einsum("ni,ni->n", poses[:, :3, 2], -rel / 2.5), 1.0, atol=1e-12)  # looks at it
+    assert (poses[:, :3, 1] @ up < 0).all()  # OpenCV y (image down) points away from up
+    flat = rel - np.outer(rel @ up, up)
+    first = start - (start @ up) * up
+    np.testing.assert_allclose(flat[0] / np.linalg.norm(flat[0]), first / np.linalg.norm(first), atol=1e-12)
+    cosines = np.einsum("ni,ni->n", flat, np.roll(flat, -1, 0)) / np.linalg.norm(flat, axis=1) ** 2
+    np.testing.assert_allclose(cosines, np.cos(2 * np.pi / 6), atol=1e-12)
+
+
 def test_viewmats_invert_camtoworlds():
     cams = _cams()
     eye = cams.viewmats() @ cams.camtoworlds

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import trimesh
 
+from recon.cameras import look_at
 from recon.geometry import (
     clean_mesh, marching_cubes, marching_tets, simplify_mesh, tet_grid, to_trimesh, tsdf_fuse, vertex_normals,
 )
@@ -98,16 +99,8 @@ def test_clean_and_simplify():
 
 
 def _look_at(eye):
-    eye = np.asarray(eye, float)
-    f = -eye / np.linalg.norm(eye)
-    up = np.array([0, 0, 1.0]) if abs(f[2]) < 0.9 else np.array([0, 1.0, 0])
-    r = np.cross(f, up)
-    r /= np.linalg.norm(r)
-    d = np.cross(f, r)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([r, d, f])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    """World-to-camera matrix of a camera at ``eye`` looking at the origin, z up."""
+    return np.linalg.inv(look_at(eye, np.zeros(3)))
 
 
 def test_tsdf_fuse_rendered_depth():

@@ -7,21 +7,13 @@ import pytest
 import torch
 import trimesh
 
+from recon.cameras import look_at as camera_to_world_look_at
 from recon.render.mesh import antialias, composite_layers, interpolate, mesh_topology, rasterize
 
 
 def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0)) -> np.ndarray:
     """World-to-camera (OpenCV axes) for a camera at ``eye`` looking at ``target``."""
-    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
-    f = target - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, up)
-    r /= np.linalg.norm(r)
-    d = np.cross(f, r)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([r, d, f])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    return np.linalg.inv(camera_to_world_look_at(eye, target, up))
 
 
 def _scene_mesh() -> trimesh.Trimesh:

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from recon.cameras import Cameras, camera_focus, look_at
+from recon.cameras import Cameras, camera_focus, orbit_poses
 from recon.errors import ReconError
 from recon.export.images import colormap, save_image, write_video
 
@@ -28,17 +28,12 @@ def orbit_cameras(template: Cameras, train_c2w: torch.Tensor, n: int) -> Cameras
     rel = centers - focus
     height = float((rel @ up).mean())
     radius = float(np.linalg.norm(rel - np.outer(rel @ up, up), axis=1).mean())
-    e1 = rel[0] - (rel[0] @ up) * up
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(up, e1)
-    poses = []
-    for i in range(n):
-        a = 2 * np.pi * i / n
-        eye = focus + up * height + radius * (np.cos(a) * e1 + np.sin(a) * e2)
-        poses.append(look_at(eye, focus, up))
+    # First pose above the first training camera; distance and elevation put the circle at that radius and height.
+    poses = orbit_poses(n, float(np.hypot(radius, height)), float(np.degrees(np.arctan2(height, radius))),
+                        target=focus, up=up, start=rel[0])
     k = lambda t: t.expand(n).clone()  # noqa: E731
     return Cameras(
-        camtoworlds=torch.as_tensor(np.stack(poses), dtype=torch.float32),
+        camtoworlds=torch.as_tensor(poses, dtype=torch.float32),
         fx=k(template.fx), fy=k(template.fy), cx=k(template.cx), cy=k(template.cy),
         widths=k(template.widths), heights=k(template.heights),
         models=torch.zeros(n, dtype=torch.int64), distortion=torch.zeros(n, 6), times=None,

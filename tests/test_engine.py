@@ -107,3 +107,17 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ReconError, match="corrupt"):
         ckpt.load_checkpoint(bad)
+
+
+def test_checkpoint_of_another_method_is_a_clear_error_on_resume(tmp_path):
+    """Resume and load_run share one loader (ckpt.load_method_state): a mismatch names the file in one line."""
+    _, _, trainer = _setup(tmp_path, max_steps=20)
+    trainer.train()
+    path = ckpt.latest_checkpoint(trainer.run_dir)
+    state = ckpt.load_checkpoint(path)
+    state["method"] = {k: v for k, v in state["method"].items() if "means" not in k}  # not this method's state
+    ckpt.atomic_save(state, path)
+    _, _, fresh = _setup(tmp_path, max_steps=40)
+    with pytest.raises(ReconError, match="does not match the run's method") as err:
+        fresh.resume()
+    assert err.value.path == path

@@ -88,6 +88,21 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise ReconError(f"checkpoint is corrupt or unreadable ({type(exc).__name__})", path) from None
 
 
+def load_method_state(method, state: dict, source: Path | None = None) -> None:
+    """Put a checkpoint's method state into ``method`` (a :class:`recon.methods.base.Method`): resize it to the
+    checkpoint's sizes (Gaussian counts change during training), then load parameters, buffers and extra state.
+
+    Raises:
+        ReconError: the checkpoint was written by a different method or configuration (naming ``source``).
+    """
+    try:
+        method.resize_for_state_dict(state["method"])
+        method.load_state_dict(state["method"])
+        method.load_extra_state(state.get("method_extra", {}))
+    except (KeyError, RuntimeError) as exc:
+        raise ReconError(f"checkpoint does not match the run's method ({type(exc).__name__})", source) from None
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints."""
     for p in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:

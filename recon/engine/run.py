@@ -189,12 +189,7 @@ def load_run(run_dir: Path, device: str = "auto", data_override: Path | None = N
         if path is None:
             raise ReconError("run has no checkpoint yet", run_dir / "checkpoints")
         state = ckpt.load_checkpoint(path, map_location=dev)
-        try:
-            method.resize_for_state_dict(state["method"])
-            method.load_state_dict(state["method"])
-            method.load_extra_state(state.get("method_extra", {}))
-        except (KeyError, RuntimeError) as exc:
-            raise ReconError(f"checkpoint does not match the run's method ({type(exc).__name__})", path) from None
+        ckpt.load_method_state(method, state, path)
         step = int(state["step"])
         method.eval()
     return LoadedRun(run_dir, config, method, scene, transform, trainer_cfg, step)

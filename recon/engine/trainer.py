@@ -175,10 +175,9 @@ class Trainer:
             "history": {k: torch.tensor([h[k] for h in self.history], dtype=torch.float64) for k in (self.history[0] if self.history else {})},
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.method.resize_for_state_dict(state["method"])
-        self.method.load_state_dict(state["method"])
-        self.method.load_extra_state(state.get("method_extra", {}))
+    def load_state_dict(self, state: dict, source: Path | None = None) -> None:
+        """Restore the whole training state (``source``: the checkpoint file, named in errors)."""
+        ckpt.load_method_state(self.method, state, source)
         for k, o in self.method.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
         self.loader.load_state(state["loader"])
@@ -200,7 +199,7 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             return False
-        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.method.device_))
+        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.method.device_), path)
         self.console.print(f"[bold]recon[/]: resumed from {path} (step {self.step})")
         return True
 

@@ -24,7 +24,7 @@ the tiled result equals a dense every-Gaussian-against-every-pixel evaluation (w
 from __future__ import annotations
 
 import math
-from typing import Dict, Literal, Optional, Tuple
+from typing import Dict, Literal, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -221,51 +221,78 @@ def composite_cpu(
     return offsets, flat, tuple(outs)
 
 
+class _CompositeArgs(NamedTuple):
+    """Everything a compositor takes: the projected Gaussians, one entry per (camera, Gaussian) element
+    ([C, N, ...] unpacked or [M] = [nnz, ...] packed), and the image layout.
+
+    One structure for :func:`_composite` and :class:`_RasterizeCPU`. Autograd tracks only tensors passed to
+    ``apply`` positionally, so the CPU compositor receives it unpacked (``_RasterizeCPU.apply(*args)``) and
+    rebuilds it; its backward returns its gradients in the same structure.
+    """
+
+    means2d: Tensor  # [..., 2]; meta["means2d"] itself (not reshaped before the CPU compositor: absgrad lands on it)
+    conics: Tensor  # [..., 3]
+    colors: Optional[Tensor]  # [..., D], or None in depth-only modes
+    opacities: Tensor  # [...]
+    depths: Tensor  # [...]
+    backgrounds: Optional[Tensor]  # [I, D] or None
+    radii: Tensor  # [..., 2] int32
+    image_ids: Optional[Tensor]  # [M] int32 (packed layout) or None (unpacked)
+    n_images: int
+    width: int
+    height: int
+    tile_size: int
+    depth_channel: bool
+    want_median: bool
+    absgrad: bool
+
+    def flat_elements(self) -> "_CompositeArgs":
+        """The per-element tensors except ``means2d`` reshaped to flat [M, ...] arrays."""
+        M = self.radii.numel() // 2
+        flat = lambda t, *tail: None if t is None else t.reshape((M,) + tail)  # noqa: E731
+        colors = None if self.colors is None else flat(self.colors, self.colors.shape[-1])
+        return self._replace(
+            conics=flat(self.conics, 3), colors=colors, opacities=flat(self.opacities), depths=flat(self.depths),
+            radii=flat(self.radii, 2),
+        )  # fmt: skip
+
+
 class _RasterizeCPU(torch.autograd.Function):
-    """Tile compositing on CPU. Inputs are flat per-element arrays (unpacked [C*N] or packed [nnz])."""
+    """Tile compositing on CPU. Inputs: the fields of a :class:`_CompositeArgs` with flat per-element arrays
+    (unpacked [C*N] or packed [nnz]); ``means2d`` may keep its [C, N, 2] shape."""
 
     @staticmethod
-    def forward(
-        ctx,
-        means2d: Tensor,  # [..., 2] (flattened to [M, 2] here); meta["means2d"] itself, so absgrad lands on it
-        conics: Tensor,  # [M, 3]
-        colors: Optional[Tensor],  # [M, D] or None
-        opacities: Tensor,  # [M]
-        depths: Tensor,  # [M]
-        backgrounds: Optional[Tensor],  # [I, D] or None
-        radii: Tensor,  # [M, 2] int32
-        image_ids: Optional[Tensor],  # [M] int32 or None (unpacked layout)
-        n_images: int,
-        width: int,
-        height: int,
-        tile_size: int,
-        depth_channel: bool,
-        want_median: bool,
-        absgrad: bool,
-    ):
-        M = conics.shape[0]
-        dtype = conics.dtype
-        xy = means2d.detach().reshape(M, 2).contiguous()
-        con = conics.detach().contiguous()
+    def forward(ctx, *fields):
+        a = _CompositeArgs(*fields)
+        M = a.conics.shape[0]
+        dtype = a.conics.dtype
+        xy = a.means2d.detach().reshape(M, 2).contiguous()
+        con = a.conics.detach().contiguous()
         col = (
-            colors.detach().contiguous()
-            if colors is not None
-            else torch.empty(M, 0, dtype=dtype, device=conics.device)
+            a.colors.detach().contiguous()
+            if a.colors is not None
+            else torch.empty(M, 0, dtype=dtype, device=a.conics.device)
         )
-        opa = opacities.detach().contiguous()
-        dep = depths.detach().contiguous()
-        rad = radii.reshape(M, 2).to(torch.int32).contiguous()
+        opa = a.opacities.detach().contiguous()
+        dep = a.depths.detach().contiguous()
+        rad = a.radii.reshape(M, 2).to(torch.int32).contiguous()
         ids = (
-            image_ids.to(torch.int32).contiguous()
-            if image_ids is not None
+            a.image_ids.to(torch.int32).contiguous()
+            if a.image_ids is not None
             else torch.empty(0, dtype=torch.int32)
         )
-        bg = backgrounds.detach().contiguous() if backgrounds is not None else None
+        bg = a.backgrounds.detach().contiguous() if a.backgrounds is not None else None
         offsets, flat, (render, alphas, tfinal, last, med, med_id, _) = composite_cpu(
-            xy, con, col, opa, dep, rad, ids, bg, n_images, width, height, tile_size, depth_channel, want_median
+            xy, con, col, opa, dep, rad, ids, bg, a.n_images, a.width, a.height, a.tile_size, a.depth_channel,
+            a.want_median,
         )  # fmt: skip
-        ctx.save_for_backward(means2d, xy, con, col, opa, dep, rad, bg, offsets, flat, tfinal, last, med_id)
-        ctx.cfg = (n_images, width, height, tile_size, depth_channel, want_median, absgrad, colors is not None)
+        ctx.save_for_backward(a.means2d, xy, con, col, opa, dep, rad, bg, offsets, flat, tfinal, last, med_id)
+        # the layout only: tensors held on ctx outside save_for_backward would leak
+        ctx.args = a._replace(
+            means2d=None, conics=None, colors=None, opacities=None, depths=None, backgrounds=None, radii=None,
+            image_ids=None,
+        )  # fmt: skip
+        ctx.has_colors = a.colors is not None
         return render, alphas, med
 
     @staticmethod
@@ -274,68 +301,50 @@ class _RasterizeCPU(torch.autograd.Function):
 
         ext = load_cpu_rasterizer()
         means2d, xy, con, col, opa, dep, rad, bg, offsets, flat, tfinal, last, med_id = ctx.saved_tensors
-        n_images, width, height, tile_size, depth_channel, want_median, absgrad, has_colors = ctx.cfg
+        a: _CompositeArgs = ctx.args
         v_render = v_render.contiguous()
         v_alphas = v_alphas.contiguous()
         v_xy, v_con, v_col, v_opa, v_dep, v_abs = ext.rasterize_bwd(
-            xy, con, col, opa, dep, rad, bg, depth_channel, absgrad, offsets, flat, tfinal, last,
-            v_render, v_alphas, n_images, width, height, tile_size,
+            xy, con, col, opa, dep, rad, bg, a.depth_channel, a.absgrad, offsets, flat, tfinal, last,
+            v_render, v_alphas, a.n_images, a.width, a.height, a.tile_size,
         )  # fmt: skip
-        if absgrad:
+        if a.absgrad:
             # Read by DefaultStrategy(absgrad=True) as info["means2d"].absgrad (same convention as gsplat).
             means2d.absgrad = v_abs.reshape(means2d.shape)
-        if want_median and v_med is not None:
+        if a.want_median and v_med is not None:
             sel = med_id.reshape(-1) >= 0
             v_dep = v_dep.index_add(0, med_id.reshape(-1)[sel].long(), v_med.reshape(-1)[sel])
         v_bg = None
-        if bg is not None and ctx.needs_input_grad[5]:
+        if bg is not None and _CompositeArgs(*ctx.needs_input_grad).backgrounds:
             D = bg.shape[-1]
             v_bg = (v_render[..., :D] * tfinal[..., None]).sum(dim=(1, 2))
-        return (
-            v_xy.reshape(means2d.shape),
-            v_con,
-            v_col if has_colors else None,
-            v_opa,
-            v_dep if (depth_channel or want_median) else None,
-            v_bg,
-            None, None, None, None, None, None, None, None, None,
-        )  # fmt: skip
+        grads = dict(
+            means2d=v_xy.reshape(means2d.shape),
+            conics=v_con,
+            colors=v_col if ctx.has_colors else None,
+            opacities=v_opa,
+            depths=v_dep if (a.depth_channel or a.want_median) else None,
+            backgrounds=v_bg,
+        )
+        return tuple(grads.get(name) for name in _CompositeArgs._fields)
 
 
-def _composite(
-    backend: str,
-    means2d: Tensor,
-    conics: Tensor,
-    colors: Optional[Tensor],
-    opacities: Tensor,
-    depths: Tensor,
-    backgrounds: Optional[Tensor],
-    radii: Tensor,
-    image_ids: Optional[Tensor],
-    n_images: int,
-    width: int,
-    height: int,
-    tile_size: int,
-    depth_channel: bool,
-    want_median: bool,
-    absgrad: bool,
-):
-    """Flattens per-camera tensors to per-element arrays and runs the chosen compositor."""
-    M = radii.numel() // 2
-    flat = lambda t, *tail: None if t is None else t.reshape((M,) + tail)  # noqa: E731
+def _composite(backend: str, args: _CompositeArgs) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Flattens per-camera tensors to per-element arrays and runs the chosen compositor.
+
+    Returns render [I, H, W, X], alphas [I, H, W, 1] and the median depth [I, H, W, 1] (None unless asked for).
+    """
+    args = args.flat_elements()
     if backend == "cpu":
-        render, alphas, med = _RasterizeCPU.apply(
-            means2d, flat(conics, 3), flat(colors, colors.shape[-1]) if colors is not None else None,
-            flat(opacities), flat(depths), backgrounds, flat(radii, 2), image_ids, n_images, width, height,
-            tile_size, depth_channel, want_median, absgrad,
-        )  # fmt: skip
-        return render, alphas, (med if want_median else None)
+        render, alphas, med = _RasterizeCPU.apply(*args)
+        return render, alphas, (med if args.want_median else None)
     from recon.kernels.raster_torch import rasterize_to_pixels_torch
 
+    M = args.radii.shape[0]
     return rasterize_to_pixels_torch(
-        flat(means2d, 2), flat(conics, 3), flat(colors, colors.shape[-1]) if colors is not None else None,
-        flat(opacities), flat(depths), flat(radii, 2), image_ids, n_images, width, height,
-        backgrounds=backgrounds, depth_channel=depth_channel, want_median=want_median,
+        args.means2d.reshape(M, 2), args.conics, args.colors, args.opacities, args.depths, args.radii,
+        args.image_ids, args.n_images, args.width, args.height, backgrounds=args.backgrounds,
+        depth_channel=args.depth_channel, want_median=args.want_median,
     )  # fmt: skip
 
 
@@ -480,10 +489,10 @@ def rasterize_gaussians(
             feats = colors[gaussian_ids] if (sh_degree is None and colors.dim() == 2) else feats[camera_ids, gaussian_ids]
         image_ids = camera_ids
 
-    render, alphas, median = _composite(
-        backend, means2d, conics, feats, opac, depths, backgrounds, radii, image_ids, C, width, height,
-        tile_size, depth_channel, return_median, absgrad,
-    )  # fmt: skip
+    render, alphas, median = _composite(backend, _CompositeArgs(
+        means2d, conics, feats, opac, depths, backgrounds, radii, image_ids, C, width, height, tile_size,
+        depth_channel, return_median, absgrad,
+    ))  # fmt: skip
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
 

@@ -205,6 +205,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict:
+        """Train from ``self.step`` until ``max_steps``, the time budget or Ctrl-C; then write the final checkpoint
+        and training curves and (unless interrupted) evaluate the test split into metrics.json.
+
+        Returns:
+            ``step``, ``train_minutes``, ``stopped`` (why the loop ended), plus the test metrics when evaluated.
+        """
         cfg = self.config
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -213,94 +219,79 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-        interrupted = {"flag": False}
+        with _CtrlC() as ctrl_c:
+            self._run_steps(writer, ctrl_c)
+        return self._finish(writer)
 
-        def on_sigint(signum, frame):
-            if interrupted["flag"]:  # second Ctrl-C: give up immediately
-                raise KeyboardInterrupt
-            interrupted["flag"] = True
-
-        old_handler = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
-        budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
-        last_ckpt_time = time.perf_counter()
-        session_start = time.perf_counter()
+    def _run_steps(self, writer, ctrl_c: "_CtrlC") -> None:
+        """The step loop: one optimisation step, then logging, progress, the viewer, stop checks and periodic
+        checkpoints. Sets ``_stop_reason`` when it ends before ``max_steps``."""
+        cfg = self.config
+        session_start = last_ckpt_time = time.perf_counter()
         elapsed_at_start = self.elapsed
-        ema_loss, ema_psnr = None, None
-        last_log = time.perf_counter()
-        columns = [
-            TextColumn("[bold blue]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} it/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-        ]
-        try:
-            with Progress(*columns, console=self.console, transient=False, refresh_per_second=4) as progress:
-                task = progress.add_task(f"train {self.method.name}", total=cfg.max_steps, completed=self.step, rate="-", info="")
-                t_rate, s_rate = time.perf_counter(), self.step
-                while self.step < cfg.max_steps:
-                    if self.viewer is not None:
-                        self.viewer.before_step(self.step)
-                    with self._lock():
-                        batch = self.loader.next()
-                        out = self.method.train_step(batch, self.step)
-                        loss = out["loss"]
-                        if not torch.isfinite(loss):
-                            raise ReconError(f"loss became {float(loss)} at step {self.step}; last checkpoint kept in {self.run_dir / 'checkpoints'}")
-                        self.method.before_backward(self.step, out)
-                        loss.backward()
-                        self.method.after_backward(self.step, out)
-                        for opt in self.method.optimizers().values():
-                            opt.step()
-                            opt.zero_grad(set_to_none=True)
-                        self.method.after_optimizer_step(self.step, out)
-                    self.step += 1
-                    now = time.perf_counter()
-                    self.elapsed = elapsed_at_start + (now - session_start)
-                    lv = float(loss.detach())
-                    ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
-                    if "rgb" in out:
-                        p = float(psnr(out["rgb"].detach(), batch.image))
-                        ema_psnr = p if ema_psnr is None else 0.9 * ema_psnr + 0.1 * p
-                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        scalars = {"loss": lv, **{k: float(v) for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1}}
-                        scalars.update(self.method.log_scalars())
-                        for k, v in scalars.items():
-                            writer.add_scalar(f"train/{k}", v, self.step)
-                        rec = {"step": float(self.step), "time": self.elapsed, "loss": ema_loss, "psnr": ema_psnr if ema_psnr is not None else float("nan")}
-                        rec.update({k: float(v) for k, v in self.method.log_scalars().items()})
-                        self.history.append(rec)
-                    if cfg.image_every and self.step % cfg.image_every == 0:
-                        self._write_progress_image(writer)
-                    if now - t_rate > 1.0:
-                        rate = (self.step - s_rate) / (now - t_rate)
-                        t_rate, s_rate = now, self.step
-                        extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.method.log_scalars().items())
-                        info = f"loss={ema_loss:.4f} psnr={ema_psnr or 0:.2f} {extra}"
-                        progress.update(task, rate=f"{rate:.2f}", info=info)
-                        if not self.console.is_terminal and now - last_log > 30:
-                            # Logs and CI have no live bar: a plain line every 30 s instead.
-                            left = (cfg.max_steps - self.step) / max(rate, 1e-9)
-                            self.console.print(f"step {self.step}/{cfg.max_steps} {rate:.2f} it/s ETA {left / 60:.1f} min {info}", highlight=False)
-                            last_log = now
-                    progress.update(task, completed=self.step)
-                    if self.viewer is not None:
-                        self.viewer.after_step(self.step, {"loss": ema_loss, "psnr": ema_psnr, **self.method.log_scalars()})
-                    if interrupted["flag"]:
-                        self._stop_reason = "interrupted"
-                        break
-                    if budget is not None and self.elapsed >= budget:
-                        self._stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
-                        break
-                    if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time > cfg.checkpoint_minutes * 60:
-                        self.save_checkpoint()
-                        last_ckpt_time = time.perf_counter()
-        finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+        stats = _RunningStats()
+        with _ProgressDisplay(self.console, f"train {self.method.name}", cfg.max_steps, self.step) as display:
+            while self.step < cfg.max_steps:
+                if self.viewer is not None:
+                    self.viewer.before_step(self.step)
+                batch, out = self._optimization_step()
+                self.step += 1
+                now = time.perf_counter()
+                self.elapsed = elapsed_at_start + (now - session_start)
+                stats.add(out, batch)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self._log_scalars(writer, out, stats)
+                if cfg.image_every and self.step % cfg.image_every == 0:
+                    self._write_progress_image(writer)
+                display.update(self.step, now, stats, self.method.log_scalars)
+                if self.viewer is not None:
+                    self.viewer.after_step(self.step, {"loss": stats.loss, "psnr": stats.psnr, **self.method.log_scalars()})
+                reason = self._stop_reason_now(ctrl_c)
+                if reason is not None:
+                    self._stop_reason = reason
+                    break
+                if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time > cfg.checkpoint_minutes * 60:
+                    self.save_checkpoint()
+                    last_ckpt_time = time.perf_counter()
+
+    def _optimization_step(self) -> tuple[Batch, dict]:
+        """One step on one batch: loss, backward, every optimizer, and the method's hooks around them (under the
+        viewer's lock, so a render never sees half-updated parameters)."""
+        with self._lock():
+            batch = self.loader.next()
+            out = self.method.train_step(batch, self.step)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise ReconError(f"loss became {float(loss)} at step {self.step}; last checkpoint kept in {self.run_dir / 'checkpoints'}")
+            self.method.before_backward(self.step, out)
+            loss.backward()
+            self.method.after_backward(self.step, out)
+            for opt in self.method.optimizers().values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            self.method.after_optimizer_step(self.step, out)
+        return batch, out
+
+    def _log_scalars(self, writer, out: dict, stats: "_RunningStats") -> None:
+        """TensorBoard scalars of this step and a point of the training curves (smoothed loss and PSNR)."""
+        scalars = {"loss": stats.last_loss, **{k: float(v) for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1}}
+        scalars.update(self.method.log_scalars())
+        for k, v in scalars.items():
+            writer.add_scalar(f"train/{k}", v, self.step)
+        rec = {"step": float(self.step), "time": self.elapsed, "loss": stats.loss, "psnr": stats.psnr if stats.psnr is not None else float("nan")}
+        rec.update({k: float(v) for k, v in self.method.log_scalars().items()})
+        self.history.append(rec)
+
+    def _stop_reason_now(self, ctrl_c: "_CtrlC") -> str | None:
+        """Why training must stop after this step (Ctrl-C, time budget), or None to go on."""
+        if ctrl_c.pressed:
+            return "interrupted"
+        if self.config.max_minutes is not None and self.elapsed >= self.config.max_minutes * 60.0:
+            return f"time budget of {self.config.max_minutes:g} min reached"
+        return None
+
+    def _finish(self, writer) -> dict:
+        """Final checkpoint, curves, and the test-split evaluation (skipped after Ctrl-C); returns the result."""
         path = self.save_checkpoint()
         self.console.print(f"[bold]recon[/]: step {self.step}, {self.elapsed / 60:.1f} min; checkpoint {path}")
         writer.flush()
@@ -310,7 +301,7 @@ class Trainer:
             self.console.print(f"[yellow]interrupted[/]: resume with  recon train --resume {self.run_dir}")
             writer.close()
             return result
-        if cfg.eval_at_end and "test" in self.scene.splits:
+        if self.config.eval_at_end and "test" in self.scene.splits:
             from recon.eval.evaluate import evaluate, write_metrics
 
             metrics = evaluate(self.method, self.scene, "test", out_dir=self.run_dir / "renders" / "test", console=self.console)
@@ -352,6 +343,88 @@ class Trainer:
 
         plot_curves(self.history, self.run_dir / "training_curves.png")
         (self.run_dir / "history.json").write_text(json.dumps(self.history))
+
+
+class _CtrlC:
+    """Context: the first Ctrl-C only sets ``pressed`` (the loop stops after its step and checkpoints); a second
+    one raises KeyboardInterrupt at once. Signal handlers can only be set from the main thread; elsewhere (the
+    viewer's or a test's thread) Ctrl-C keeps its default meaning."""
+
+    def __init__(self):
+        self.pressed = False
+        self._old_handler = None
+
+    def _on_sigint(self, signum, frame):
+        if self.pressed:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __enter__(self) -> "_CtrlC":
+        self._old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _in_main_thread() else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old_handler is not None:
+            signal.signal(signal.SIGINT, self._old_handler)
+
+
+class _RunningStats:
+    """The last step's loss and exponential moving averages (0.9) of loss and training-view PSNR."""
+
+    def __init__(self):
+        self.last_loss = float("nan")
+        self.loss: float | None = None
+        self.psnr: float | None = None
+
+    def add(self, out: dict, batch: Batch) -> None:
+        self.last_loss = float(out["loss"].detach())
+        self.loss = self.last_loss if self.loss is None else 0.9 * self.loss + 0.1 * self.last_loss
+        if "rgb" in out:
+            p = float(psnr(out["rgb"].detach(), batch.image))
+            self.psnr = p if self.psnr is None else 0.9 * self.psnr + 0.1 * p
+
+
+class _ProgressDisplay:
+    """The progress bar (steps, it/s, ETA, smoothed loss/PSNR and the method's scalars), refreshed at most once a
+    second; without a terminal (logs, CI) a plain line every 30 s instead."""
+
+    def __init__(self, console: Console, description: str, total: int, completed: int):
+        self.console, self.description, self.total, self.completed = console, description, total, completed
+        columns = [
+            TextColumn("[bold blue]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
+        self.progress = Progress(*columns, console=console, transient=False, refresh_per_second=4)
+        self.t_rate, self.s_rate = time.perf_counter(), completed
+        self.last_line = time.perf_counter()
+
+    def __enter__(self) -> "_ProgressDisplay":
+        self.progress.__enter__()
+        self.task = self.progress.add_task(self.description, total=self.total, completed=self.completed, rate="-", info="")
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def update(self, step: int, now: float, stats: _RunningStats, method_scalars) -> None:
+        if now - self.t_rate > 1.0:
+            rate = (step - self.s_rate) / (now - self.t_rate)
+            self.t_rate, self.s_rate = now, step
+            extra = " ".join(f"{k}={_fmt(v)}" for k, v in method_scalars().items())
+            info = f"loss={stats.loss:.4f} psnr={stats.psnr or 0:.2f} {extra}"
+            self.progress.update(self.task, rate=f"{rate:.2f}", info=info)
+            if not self.console.is_terminal and now - self.last_line > 30:
+                # Logs and CI have no live bar: a plain line every 30 s instead.
+                left = (self.total - step) / max(rate, 1e-9)
+                self.console.print(f"step {step}/{self.total} {rate:.2f} it/s ETA {left / 60:.1f} min {info}", highlight=False)
+                self.last_line = now
+        self.progress.update(self.task, completed=step)
 
 
 def seed_everything(seed: int) -> None:

@@ -23,7 +23,7 @@ import trimesh
 from recon.cameras import Cameras, look_at
 from recon.data.scene import ArrayImages, SceneData
 
-from .raycast import RayScene
+from .gt_raycaster import RayScene
 
 
 # ---------------------------------------------------------------------------------------------------- cameras

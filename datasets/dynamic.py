@@ -24,7 +24,7 @@ from trimesh.transformations import rotation_matrix, translation_matrix
 from recon.cameras import look_at
 
 from .common import make_cameras, mesh_arrays, pinhole, to_uint8
-from .raycast import Lighting, Material, Part, RayScene, sample_parts
+from .gt_raycaster import Lighting, Material, Part, RayScene, sample_parts
 from .sequence import render_sequence
 from .shapes import disc, open_cylinder, parametric_grid
 from .textures import angle, checker, fbm, hex_colors, mix, ramp, stripes

@@ -1,8 +1,11 @@
-"""A small CPU ray tracer for the demo scenes: Open3D ray casting + procedural textures + simple lighting.
+"""The ground-truth renderer of the demo scenes: a small CPU ray tracer (Open3D ray casting + procedural textures +
+simple lighting) that makes their images, depth, normal and part maps.
 
 Why our own renderer: the demo scenes must be reproducible byte for byte, need no GPU or Blender, and must come
-with exact ground truth (depth, normals, masks, which geometry every pixel sees). Open3D's ``RaycastingScene``
-(Embree) gives first hits fast on CPU; everything else is a few numpy lines:
+with exact ground truth (depth, normals, masks, which geometry every pixel sees). It shares no code with what the
+methods train with: rays come from :meth:`recon.cameras.Cameras.rays` (the camera convention every part of recon
+uses), normals from :mod:`recon.geometry.mesh_utils`; Open3D's ``RaycastingScene`` (Embree) gives first hits fast
+on CPU; everything else is a few numpy lines:
 
 - geometry is a list of :class:`Part` (a triangle mesh with a :class:`Material`); a part carries per-vertex
   *texture coordinates* in 3D (by default its rest-pose vertices), interpolated with the hit's barycentrics, so a
@@ -25,8 +28,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import open3d as o3d
+import torch
 from recon.cameras import Cameras
 from recon.color import linear_to_srgb, srgb_to_linear
+from recon.geometry.mesh_utils import face_normals
+from recon.geometry.mesh_utils import vertex_normals as _vertex_normals
 
 
 TextureFn = Callable[[np.ndarray], np.ndarray]
@@ -101,13 +107,14 @@ class Part:
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals [V, 3] (zero for unreferenced vertices)."""
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area: area weighting for free
-    vn = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+    """Area-weighted unit vertex normals [V, 3] float64 (zero for unreferenced vertices)."""
+    return _vertex_normals(torch.as_tensor(np.ascontiguousarray(vertices)), torch.as_tensor(np.ascontiguousarray(faces))).numpy()
+
+
+def triangle_normals(triangles: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """[F, 3] normals of triangles [F, 3 (corner), 3] (float64), unit or (``normalize=False``) of length 2 * area."""
+    tri = torch.from_numpy(np.ascontiguousarray(triangles)).reshape(-1, 3)
+    return face_normals(tri, torch.arange(len(tri)).reshape(-1, 3), normalize=normalize).numpy()
 
 
 @dataclass
@@ -150,16 +157,14 @@ class Lighting:
 
 def pinhole_rays(cameras: Cameras, index: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World rays (origins [R, 3], unit directions [R, 3], float64) through pixel positions [R, 2] of pinhole camera
-    ``index``: the same maths as :meth:`Cameras.rays` (pixel centres at +0.5 are the caller's choice of ``pixels``),
-    in numpy, because torch's per-call overhead dominated rendering small images."""
+    ``index``, from :meth:`Cameras.rays` in float64 (pixel centres at +0.5 are the caller's choice of ``pixels``)."""
     if int(cameras.models[index]) != 0 and float(cameras.distortion[index].abs().sum()) > 0:
         raise ValueError("the demo renderer only handles pinhole cameras")
-    fx, fy, cx, cy = (float(a[index]) for a in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
-    c2w = cameras.camtoworlds[index].double().numpy()
-    x, y = (pixels[:, 0:1] - cx) / fx, (pixels[:, 1:2] - cy) / fy
-    d = x * c2w[:3, 0] + y * c2w[:3, 1] + c2w[:3, 2]  # R @ [x, y, 1], without a BLAS call per view
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return np.broadcast_to(c2w[:3, 3], d.shape).copy(), d
+    origins, dirs = cameras.rays(index, torch.from_numpy(np.asarray(pixels, dtype=np.float64)))
+    # The poses are float32, so their rotations are orthonormal only to ~1e-8 and the rotated unit directions are
+    # off unit length by as much; ray parameters are distances (depth = t * d.forward) only for unit directions.
+    dirs = dirs.numpy()
+    return origins.numpy().copy(), dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
 
 
 def sample_pixels(h: int, w: int, ss: int) -> np.ndarray:
@@ -244,9 +249,7 @@ class RayScene:
                 return w0 * attr[f[:, 0]] + u * attr[f[:, 1]] + v * attr[f[:, 2]]
 
             tex[sel] = interp(part.tex_coords)
-            tri = part.vertices[f]
-            g = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-20)
+            g = triangle_normals(part.vertices[f])
             s = interp(part.vertex_normals) if part.smooth else g
             s /= np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-20)
             ng[sel], ns[sel] = g, s
@@ -418,7 +421,7 @@ def sample_parts(parts: Sequence[Part], count: int, seed: int, keep: Callable[[P
     rng = np.random.default_rng(seed)
     idx = [i for i, p in enumerate(parts) if keep(p)]
     tris = [parts[i].vertices[parts[i].faces] for i in idx]
-    areas = np.concatenate([0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1) for t in tris])
+    areas = np.concatenate([0.5 * np.linalg.norm(triangle_normals(t, normalize=False), axis=1) for t in tris])
     owner = np.concatenate([np.full(len(t), i) for i, t in zip(idx, tris)])
     local = np.concatenate([np.arange(len(t)) for t in tris])
     pick = rng.choice(len(areas), size=count, p=areas / areas.sum())
@@ -432,6 +435,5 @@ def sample_parts(parts: Sequence[Part], count: int, seed: int, keep: Callable[[P
         tri = parts[i].vertices[f]
         points[sel] = np.einsum("pk,pkj->pj", w[sel], tri)
         tex[sel] = np.einsum("pk,pkj->pj", w[sel], parts[i].tex_coords[f])
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals[sel] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+        normals[sel] = triangle_normals(tri)
     return points, normals, owner[pick], tex

@@ -14,7 +14,7 @@ import numpy as np
 import trimesh
 
 from .common import make_cameras, object_bundle, pinhole, render_views, sphere_poses
-from .raycast import Lighting, Material, Part, RayScene, sample_parts
+from .gt_raycaster import Lighting, Material, Part, RayScene, sample_parts
 from .shapes import boundary_edges, parametric_grid
 from .textures import angle, fbm, hex_colors, mix, stripes
 

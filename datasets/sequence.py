@@ -21,7 +21,7 @@ import open3d as o3d
 
 from recon.cameras import Cameras
 
-from .raycast import Lighting, Part, RayScene, pinhole_rays, sample_pixels
+from .gt_raycaster import Lighting, Part, RayScene, pinhole_rays, sample_pixels
 
 
 def render_sequence(static: Sequence[Part], moving: Callable[[float], list[Part]], times: Sequence[float],

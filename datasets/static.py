@@ -14,7 +14,7 @@ import trimesh
 from trimesh.transformations import rotation_matrix, translation_matrix
 
 from .common import make_cameras, object_bundle, pinhole, render_views, sphere_poses
-from .raycast import Lighting, Material, Part, RayScene, sample_parts
+from .gt_raycaster import Lighting, Material, Part, RayScene, sample_parts
 from .textures import angle, checker, fbm, hex_colors, mix, ramp, stripes
 
 NAME = "static"

@@ -335,13 +335,17 @@ class Cameras:
     def rays(self, index: int, pixels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """World-space rays for camera ``index``.
 
+        Args:
+            index: camera index.
+            pixels: [..., 2] pixel coordinates (default: every pixel centre); float64 pixels give float64 rays.
+
         Returns:
             origins [..., 3] and unit directions [..., 3] (default: [H, W, 3] for every pixel centre).
         """
         d_cam = self.pixel_directions(index, pixels)
-        R = self.camtoworlds[index, :3, :3]
+        R = self.camtoworlds[index, :3, :3].to(d_cam.dtype)
         dirs = d_cam @ R.T
-        origins = self.camtoworlds[index, :3, 3].expand_as(dirs)
+        origins = self.camtoworlds[index, :3, 3].to(d_cam.dtype).expand_as(dirs)
         return origins, dirs
 
     def undistort_maps(self, index: int) -> tuple[Tensor, "Cameras"]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import viser.transforms as vtf
 
 from recon.cameras import Cameras
+from recon.rotations import quat_to_rotmat, rotmat_to_quat
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ViewCamera:
     def camtoworld(self) -> np.ndarray:
         """[4, 4] float64 OpenCV camera-to-world matrix."""
         c2w = np.eye(4)
-        c2w[:3, :3] = vtf.SO3(np.asarray(self.wxyz, dtype=np.float64)).as_matrix()
+        c2w[:3, :3] = quat_to_rotmat(np.asarray(self.wxyz, dtype=np.float64))
         c2w[:3, 3] = self.position
         return c2w
 
@@ -86,7 +86,7 @@ def to_cameras(view: ViewCamera, width: int, height: int, device: torch.device |
 def from_camtoworld(c2w: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(wxyz, position) of an OpenCV camera-to-world matrix, for viser (frustums, jumping to a training view)."""
     c2w = np.asarray(c2w, dtype=np.float64)
-    return vtf.SO3.from_matrix(c2w[:3, :3]).wxyz, c2w[:3, 3].copy()
+    return rotmat_to_quat(c2w[:3, :3]), c2w[:3, 3].copy()
 
 
 def vertical_fov(cameras: Cameras, index: int) -> float:

@@ -43,6 +43,8 @@ _MODULES = {"static": "static", "dynamic": "dynamic", "open_surface": "open_surf
 
 # Files whose changes alter the pixels of every scene: part of the cache key, with each scene's own module.
 _SHARED_SOURCES = ("gt_raycaster.py", "textures.py", "shapes.py", "common.py")
+# The recon modules the scene generators call (rays, orbits, sRGB curve, normals), relative to the recon package.
+_RECON_SOURCES = ("cameras.py", "color.py", "geometry/mesh_utils.py")
 
 _METHOD_DEMOS = {"swift4d": "dynamic", "r3dg": "pbr", "matdecomp": "pbr", "gshell": "open_surface", "blocks": "solids"}
 
@@ -67,8 +69,9 @@ def _version(name: str, module) -> str:
     without a VERSION bump) stops a stale cache from being used."""
     here = Path(__file__).parent
     h = hashlib.sha1()
-    for fname in (Path(module.__file__).name, *_SHARED_SOURCES):
-        path = here / fname
+    recon_root = Path(importlib.import_module("recon").__file__).parent
+    paths = [here / fname for fname in (Path(module.__file__).name, *_SHARED_SOURCES)]
+    for path in paths + [recon_root / fname for fname in _RECON_SOURCES]:
         if path.is_file():
             h.update(path.read_bytes())
     if hasattr(module, "source_version"):

@@ -7,8 +7,9 @@ with exact ground truth (meshes, depth, normals, masks and scene-specific truth)
 API:
 
 - :data:`DEMO_SCENES`: name -> one-line description;
-- :func:`load_demo`: a :class:`~recon.data.scene.SceneData` (format ``demo:<name>``, name ``demo-<name>``);
-- :func:`demo_for_method`: the scene that suits a method (``recon train --method M`` without data).
+- :func:`load_demo`: a :class:`~recon.data.scene.SceneData` (format ``demo:<name>``, name ``demo-<name>``).
+
+Which scene suits a method (``recon train --method M`` without data) is the method's own ``default_demo``.
 
 Importing this package is cheap; a scene's modules (and Open3D) load only when it is generated.
 """
@@ -43,15 +44,6 @@ _MODULES = {"static": "static", "dynamic": "dynamic", "open_surface": "open_surf
 
 # Files whose changes alter the pixels of every scene: part of the cache key, with each scene's own module.
 _SHARED_SOURCES = ("raycast.py", "textures.py", "shapes.py", "common.py")
-
-_METHOD_DEMOS = {"swift4d": "dynamic", "r3dg": "pbr", "matdecomp": "pbr", "gshell": "open_surface", "blocks": "solids"}
-
-
-def demo_for_method(method_name: str) -> str:
-    """The demo scene a method trains on by default: swift4d -> dynamic, r3dg/matdecomp -> pbr,
-    gshell -> open_surface, blocks -> solids, anything else (gs, gasp, ...) -> static."""
-    return _METHOD_DEMOS.get(str(method_name).strip().lower(), "static")
-
 
 def _check_name(name: str) -> str:
     key = str(name).strip()
@@ -118,4 +110,4 @@ def load_demo(name: str, *, cache: bool = True) -> SceneData:
     return scene
 
 
-__all__ = ["DEMO_SCENES", "demo_for_method", "generate_bundle", "load_demo"]
+__all__ = ["DEMO_SCENES", "generate_bundle", "load_demo"]

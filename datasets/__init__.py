@@ -36,7 +36,8 @@ DEMO_SCENES: dict[str, str] = {
     "8 fixed cameras x 24 frames, 96 px; camera 0 is the test camera",
     "open_surface": "open pleated skirt (two boundary loops), seen inside and out from 48 RGBA views, 128 px",
     "solids": "cube, sphere, cylinder and superquadric on a ground plane, 40 RGBA views, 128 px; GT primitives",
-    "pbr": "physically based materials with ground-truth material maps (built by datasets/pbr_scene.py)",
+    "pbr": "physically based materials with ground-truth material maps, shaded by recon itself (quick tests only; "
+    "PBR methods are measured on the path-traced shared/data/pbr_blender_trio)",
 }
 
 _MODULES = {"static": "static", "dynamic": "dynamic", "open_surface": "open_surface", "solids": "solids",

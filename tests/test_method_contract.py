@@ -8,6 +8,7 @@ A new method that registers itself in ``recon.methods`` is covered by this file 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,19 +21,23 @@ TRAIN_STEPS = 16  # first run (checkpointed), then resumed to RESUMED_STEPS
 RESUMED_STEPS = 24
 
 
-@pytest.fixture(scope="module", params=sorted(available_methods()))
-def contract_run(request, tmp_path_factory):
-    """(method name, run directory) after training TRAIN_STEPS and resuming to RESUMED_STEPS on the default demo."""
+def train_and_resume(name: str, out_dir) -> Path:
+    """Train method ``name`` with its default config on its default demo for TRAIN_STEPS (checkpointed), resume
+    it to RESUMED_STEPS; returns the run directory."""
     from recon.engine.run import DataConfig, resume_training, start_training
     from recon.engine.trainer import TrainerConfig
 
-    name = request.param
-    cls = get_method(name)
     quiet = Console(stderr=True, quiet=True)
     trainer = TrainerConfig(max_steps=TRAIN_STEPS, checkpoint_every=TRAIN_STEPS, image_every=0, log_every=8, eval_at_end=False)
-    run_dir = start_training(name, DataConfig(), trainer, cls.config_cls(), tmp_path_factory.mktemp(name), device="cpu", console=quiet)
+    run_dir = start_training(name, DataConfig(), trainer, get_method(name).config_cls(), out_dir, device="cpu", console=quiet)
     resume_training(run_dir, max_steps=RESUMED_STEPS, console=quiet)
-    return name, run_dir
+    return run_dir
+
+
+@pytest.fixture(scope="module", params=sorted(available_methods()))
+def contract_run(request, tmp_path_factory):
+    """(method name, run directory) after :func:`train_and_resume`."""
+    return request.param, train_and_resume(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def test_trains_on_its_default_demo_checkpoints_and_resumes(contract_run):

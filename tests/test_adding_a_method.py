@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def example_source() -> str:
 def contract_run(tmp_path_factory):
     from recon.methods import get_method
 
-    namespace: dict = {"__name__": "recon_docs_example"}
-    exec(compile(example_source(), str(DOC), "exec"), namespace)  # registers the method, as its module would
-    assert get_method("blobs") is namespace["Blobs"]
+    # Run the block as the module file it stands for would be imported (registering the method); dont_inherit:
+    # this file's `from __future__ import annotations` must not apply to it.
+    module = types.ModuleType("recon_docs_example")
+    sys.modules[module.__name__] = module
+    exec(compile(example_source(), str(DOC), "exec", dont_inherit=True), module.__dict__)
+    assert get_method("blobs") is module.Blobs
     return "blobs", train_and_resume("blobs", tmp_path_factory.mktemp("blobs"))

@@ -121,3 +121,15 @@ def test_kind_not_valid_for_the_run_lists_the_valid_ones(sphere_run):
             export_run(sphere_run, kind)
     with pytest.raises(ReconError, match="--time/--all-frames need a dynamic method"):
         export_run(sphere_run, "mesh", time=0.5)
+
+
+def test_export_help_names_every_registered_kind():
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "recon.cli", "export", "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    line = next(line for line in r.stdout.splitlines() if "--format" in line)
+    for kind in EXPORT_KINDS:
+        assert f" {kind} (" in line, kind

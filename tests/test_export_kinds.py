@@ -4,7 +4,7 @@ mesh and materials (no method in the registry has materials yet)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import numpy as np
 import pytest
@@ -121,6 +121,17 @@ def test_kind_not_valid_for_the_run_lists_the_valid_ones(sphere_run):
             export_run(sphere_run, kind)
     with pytest.raises(ReconError, match="--time/--all-frames need a dynamic method"):
         export_run(sphere_run, "mesh", time=0.5)
+
+
+def test_mesh_kinds_export_one_time_at_a_time(sphere_run):
+    class DynamicPaintedSphere(PaintedSphere):
+        is_dynamic = True
+
+    run = dataclasses.replace(sphere_run, method=DynamicPaintedSphere())
+    for kind in ("mesh", "mesh-pbr"):
+        with pytest.raises(ReconError, match="--all-frames applies to ply and splat"):
+            export_run(run, kind, all_frames=True)
+    assert export_run(run, "mesh", time=0.5, console=Console(quiet=True)).is_file()
 
 
 def test_export_help_names_every_registered_kind():

@@ -86,6 +86,9 @@ def test_exports_every_declared_kind(loaded, tmp_path):
         out = export_run(loaded, kind, console=Console(stderr=True, quiet=True))  # default paths under RUN/exports
         files = [out] if out.is_file() else [p for p in out.rglob("*") if p.is_file()]
         assert files and all(p.stat().st_size > 0 for p in files), kind
+    if "frames" in method.export_kinds:
+        with pytest.raises(ReconError, match="--time does not apply"):
+            export_run(loaded, "frames", time=0.5)
     for kind in sorted(set(EXPORT_KINDS) - set(method.export_kinds)):
         with pytest.raises(ReconError, match="kinds for this run: " + ", ".join(method.export_kinds)):
             export_run(loaded, kind, output=tmp_path / "never")

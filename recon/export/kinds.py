@@ -139,7 +139,14 @@ def write_splat_export(run, request: ExportRequest) -> Path:
 
 @register_export("frames", ("time", "gaussians"), "the Gaussians at every training time, one PLY each, in a folder")
 def write_frames_export(run, request: ExportRequest) -> Path:
+    if request.time is not None:
+        raise ReconError("--format frames writes every training time; --time does not apply (use --format ply --time T)")
     return _write_gaussian_frames(run, request, "ply")
+
+
+def _one_time_only(request: ExportRequest, kind: str) -> None:
+    if request.all_frames:
+        raise ReconError(f"--all-frames applies to ply and splat; export {kind} one time at a time with --time T")
 
 
 def surface_mesh(run, time: float | None, console: Console):
@@ -154,6 +161,7 @@ def surface_mesh(run, time: float | None, console: Console):
 
 @register_export("mesh", ("geometry",), "triangle mesh (the method's own, or TSDF-fused rendered depth); PLY/OBJ/GLB by suffix")
 def write_mesh_export(run, request: ExportRequest) -> Path:
+    _one_time_only(request, "mesh")
     mesh = surface_mesh(run, request.time, request.console).copy()  # a copy: a method may keep its own mesh
     mesh.vertices = run.transform.invert_points(np.asarray(mesh.vertices))
     path = request.output or run.run_dir / "exports" / "mesh.ply"
@@ -167,6 +175,7 @@ def write_mesh_export(run, request: ExportRequest) -> Path:
 def write_pbr_mesh_export(run, request: ExportRequest) -> Path:
     from recon.export.mesh import export_pbr_mesh
 
+    _one_time_only(request, "mesh-pbr")
     method = run.method
     mesh = surface_mesh(run, request.time, request.console)
     materials = method.materials()

@@ -17,8 +17,8 @@ from rich.console import Console
 
 from recon.methods import available_methods, get_method
 
-TRAIN_STEPS = 16  # first run (checkpointed), then resumed to RESUMED_STEPS
-RESUMED_STEPS = 24
+TRAIN_STEPS = 8  # first run (checkpointed), then resumed to RESUMED_STEPS
+RESUMED_STEPS = 12
 
 
 def train_and_resume(name: str, out_dir) -> Path:

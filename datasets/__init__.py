@@ -7,8 +7,9 @@ with exact ground truth (meshes, depth, normals, masks and scene-specific truth)
 API:
 
 - :data:`DEMO_SCENES`: name -> one-line description;
-- :func:`load_demo`: a :class:`~recon.data.scene.SceneData` (format ``demo:<name>``, name ``demo-<name>``);
-- :func:`demo_for_method`: the scene that suits a method (``recon train --method M`` without data).
+- :func:`load_demo`: a :class:`~recon.data.scene.SceneData` (format ``demo:<name>``, name ``demo-<name>``).
+
+Which scene suits a method (``recon train --method M`` without data) is the method's own ``default_demo``.
 
 Importing this package is cheap; a scene's modules (and Open3D) load only when it is generated.
 """
@@ -35,7 +36,8 @@ DEMO_SCENES: dict[str, str] = {
     "8 fixed cameras x 24 frames, 96 px; camera 0 is the test camera",
     "open_surface": "open pleated skirt (two boundary loops), seen inside and out from 48 RGBA views, 128 px",
     "solids": "cube, sphere, cylinder and superquadric on a ground plane, 40 RGBA views, 128 px; GT primitives",
-    "pbr": "physically based materials with ground-truth material maps (built by datasets/pbr_scene.py)",
+    "pbr": "physically based materials with ground-truth material maps, shaded by recon itself (quick tests only; "
+    "PBR methods are measured on the path-traced shared/data/pbr_blender_trio)",
 }
 
 _MODULES = {"static": "static", "dynamic": "dynamic", "open_surface": "open_surface", "solids": "solids",
@@ -45,15 +47,6 @@ _MODULES = {"static": "static", "dynamic": "dynamic", "open_surface": "open_surf
 _SHARED_SOURCES = ("gt_raycaster.py", "textures.py", "shapes.py", "common.py")
 # The recon modules the scene generators call (rays, orbits, sRGB curve, normals), relative to the recon package.
 _RECON_SOURCES = ("cameras.py", "color.py", "geometry/mesh_utils.py")
-
-_METHOD_DEMOS = {"swift4d": "dynamic", "r3dg": "pbr", "matdecomp": "pbr", "gshell": "open_surface", "blocks": "solids"}
-
-
-def demo_for_method(method_name: str) -> str:
-    """The demo scene a method trains on by default: swift4d -> dynamic, r3dg/matdecomp -> pbr,
-    gshell -> open_surface, blocks -> solids, anything else (gs, gasp, ...) -> static."""
-    return _METHOD_DEMOS.get(str(method_name).strip().lower(), "static")
-
 
 def _check_name(name: str) -> str:
     key = str(name).strip()
@@ -121,4 +114,4 @@ def load_demo(name: str, *, cache: bool = True) -> SceneData:
     return scene
 
 
-__all__ = ["DEMO_SCENES", "demo_for_method", "generate_bundle", "load_demo"]
+__all__ = ["DEMO_SCENES", "generate_bundle", "load_demo"]

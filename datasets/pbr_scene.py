@@ -5,8 +5,12 @@ analytic functions of the world position, lit by a procedural HDR sky (sun, sky 
 "window"). World frame: +Z up (the environment map convention of ``recon.render.envmap``), objects around the origin
 inside a radius of ~1.3. Cameras: two rings looking at the origin (OpenCV axes).
 
-Ground truth comes from the same renderer the methods use (``recon.render.mesh`` + split-sum shading), rendered with
-supersampling, so a perfect reconstruction can reach very high PSNR.
+Ground truth comes from the same renderer the methods use (``recon.render.mesh`` + split-sum shading,
+``recon.render.pbr`` BRDFs), rendered with supersampling. That makes this scene a quick test only (does a method
+run, converge, export?), never a measurement: a PBR method that shades with the same approximations can score well
+here by matching recon's own shading rather than the light transport of a real scene. PBR methods are measured on
+``../shared/data/pbr_blender_trio``, path-traced by an independent renderer (Blender Cycles; its layout, splits
+and ground-truth passes are described in its ``meta.json``).
 
     scene = make_pbr_scene()            # ~2-4 s on a laptop CPU at the default 96 px, 32 views
     scene["images"]                     # [N, H, W, 4] sRGB RGBA float32

@@ -105,7 +105,9 @@ class ExportArgs:
     run: tyro.conf.Positional[Path]
     """Run directory."""
     format: str = "ply"
-    """Export kind: ply (standard 3DGS PLY), splat (antimatter15), mesh (TSDF-fused mesh of rendered depth) ..."""
+    """Export kind, one of those the run's method offers: ply (standard 3DGS PLY), splat (antimatter15 .splat),
+    mesh (the method's mesh, or a TSDF fusion of its rendered depth), mesh-pbr (GLB/OBJ with baked PBR textures),
+    frames (dynamic runs: one PLY per training time)."""
     output: Optional[Path] = None
     """Output file (default: RUN/exports/<name>)."""
     time: Optional[float] = None

@@ -83,7 +83,7 @@ def test_render_orbit_and_export(trained_run, tmp_path):
     r = run(["export", trained_run, "--format", "splat", "--output", tmp_path / "s.splat"])
     assert r.returncode == 0 and (tmp_path / "s.splat").stat().st_size % 32 == 0
     r = run(["export", trained_run, "--format", "gltf"])
-    assert r.returncode == 2 and "cannot export 'gltf'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "cannot export 'gltf' (kinds for this run: ply, splat, mesh)" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_hard_kill_then_resume(tmp_path):

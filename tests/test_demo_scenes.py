@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.ndimage import maximum_filter, minimum_filter
 
-from recon.demo import DEMO_SCENES, demo_for_method, load_demo
+from recon.demo import DEMO_SCENES, load_demo
 from recon.demo import dynamic, open_surface, solids, static
 from recon.demo.shapes import boundary_edges
 from recon.errors import ReconError
@@ -45,14 +45,15 @@ def scenes(cache_dir):
 
 
 # ---------------------------------------------------------------------------------------------------- registry
-def test_registry_and_method_mapping():
+def test_registry_and_method_defaults():
+    from recon.methods import available_methods, get_method
+
     assert set(SCENES) <= set(DEMO_SCENES) and "pbr" in DEMO_SCENES
     assert all(isinstance(d, str) and d for d in DEMO_SCENES.values())
-    assert demo_for_method("swift4d") == "dynamic"
-    assert demo_for_method("r3dg") == demo_for_method("matdecomp") == "pbr"
-    assert demo_for_method("gshell") == "open_surface"
-    assert demo_for_method("blocks") == "solids"
-    assert demo_for_method("gs") == demo_for_method("gasp") == demo_for_method("anything") == "static"
+    # Every method's default demo is a real scene (the method contract test trains on it).
+    for name in available_methods():
+        assert get_method(name).default_demo in DEMO_SCENES, name
+    assert get_method("gs").default_demo == "static" and get_method("swift4d").default_demo == "dynamic"
 
 
 def test_unknown_name_lists_choices():

@@ -285,7 +285,7 @@ def test_app_gui_drives_render_settings(scene, capsys):
         panel = app.render_panel
         assert tuple(panel.output.options) == m.render_outputs
         assert panel.time is not None and panel.play is not None  # dynamic method: time slider and play
-        assert app.view_panel.splats is None  # no gaussians() -> no splat toggle
+        assert app.view_panel.splats is None and app.view_panel.mesh is None  # neither capability declared -> no toggles
         panel.output.value = "depth"
         panel.time.value = 0.5
         panel.options[1][1].value = 45.0

@@ -3,8 +3,8 @@
 :class:`ViewerApp` wires the pieces together, generic over methods:
 
 - :mod:`.server` starts viser (next free port) and prints the URL and the SSH port-forward;
-- :mod:`.gui` builds the panels from what the method offers (``render_outputs``, ``is_dynamic``,
-  ``viewer_options()``, ``gaussians``, ``mesh``);
+- :mod:`.gui` builds the panels from what the method declares (``render_outputs``, ``is_dynamic``,
+  ``viewer_options()``, ``capabilities.gaussians`` / ``.mesh``);
 - every connected browser gets a :class:`~.worker.RenderWorker` thread that renders its camera on demand through
   :class:`~.render.ViewRenderer` and shows the result as the scene's background image;
 - :mod:`.scene_nodes` adds the training cameras (click to jump), client-side splats and meshes.
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 
 from .camera import ViewCamera, from_camtoworld, look_at_point, scene_up, vertical_fov
@@ -92,9 +91,8 @@ class ViewerApp:
 
         self.server = start_server(host, port, self.console, label=label)
         self.port = self.server.get_port()
-        device = getattr(method, "device_", torch.device("cpu"))
         if max_side is None:
-            max_side = 1024 if torch.device(device).type == "cuda" else 512
+            max_side = 1024 if method.device_.type == "cuda" else 512
 
         # Start where the first training camera is, with the scene's up direction for the orbit controls.
         cams = scene.cameras
@@ -118,8 +116,8 @@ class ViewerApp:
         )
         self.view_panel = ViewPanel(
             gui,
-            has_gaussians=callable(getattr(method, "gaussians", None)),
-            has_mesh=callable(getattr(method, "mesh", None)),
+            has_gaussians=method.capabilities.gaussians,
+            has_mesh=method.capabilities.mesh,
             has_depth="depth" in self.renderer.outputs,
         )
         self.training_cameras = TrainingCameras(self.server, scene, self.jump_to_camera)

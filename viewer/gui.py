@@ -41,7 +41,7 @@ class RenderPanel:
 
     Args:
         gui: ``server.gui``.
-        method: the method (``render_outputs``, ``is_dynamic``, optional ``viewer_options()``).
+        method: the method (``render_outputs``, ``is_dynamic``, ``viewer_options()``).
         background: initial background colour in [0, 1].
         fov_deg: initial vertical field of view (the training cameras').
         max_side: initial full-size render resolution (longer side, pixels).
@@ -52,7 +52,7 @@ class RenderPanel:
     def __init__(self, gui, method, background, fov_deg: float, max_side: int, on_change: Callable[[], None], on_fov: Callable[[float], None]):
         self.method = method
         self._on_change = on_change
-        outputs = tuple(getattr(method, "render_outputs", ("rgb",)))
+        outputs = tuple(method.render_outputs)
         with gui.add_folder("Render"):
             self.output = gui.add_dropdown("Output", outputs, initial_value=outputs[0], hint="What the method renders; scalar outputs are colour-mapped.")
             self.colormap = gui.add_dropdown("Colormap", COLORMAPS, initial_value="turbo", hint="For scalar outputs (depth, alpha, ...).")
@@ -70,7 +70,7 @@ class RenderPanel:
         self.time = None
         self.play = None
         self.fps = None
-        if getattr(method, "is_dynamic", False):
+        if method.is_dynamic:
             with gui.add_folder("Time"):
                 self.time = gui.add_slider("Time", min=0.0, max=1.0, step=0.001, initial_value=0.0)
                 self.play = gui.add_checkbox("Play", initial_value=False)

@@ -55,7 +55,7 @@ class LiveViewer:
         self._rate_mark = (time.perf_counter(), 0)
         self._rate: float | None = None
         self._closed = False
-        self.app = ViewerApp(method, scene, host=host, port=port, console=self.console, output_dir=output_dir, lock=self.lock, on_pause=self._on_pause, label=f"recon · training {getattr(method, 'name', '')}")
+        self.app = ViewerApp(method, scene, host=host, port=port, console=self.console, output_dir=output_dir, lock=self.lock, on_pause=self._on_pause, label=f"recon · training {method.name}")
         self.port = self.app.port
 
     @property

@@ -1,7 +1,7 @@
 """Method-specific viewer controls, declared by the method and passed back to its ``render`` as keywords.
 
 A method that wants controls in the viewer (an environment map to relight with, its rotation, a simulation frame
-...) defines ``viewer_options()`` returning a list of specs. Specs are plain dicts (so that methods need not import
+...) overrides ``Method.viewer_options()`` (default: none) to return a list of specs. Specs are plain dicts (so that methods need not import
 the viewer) or :class:`ViewerOption` objects::
 
     def viewer_options(self):
@@ -87,9 +87,8 @@ def parse_options(specs) -> list[ViewerOption]:
 
 
 def method_options(method) -> list[ViewerOption]:
-    """The viewer options a method declares (none when it has no ``viewer_options``)."""
-    fn = getattr(method, "viewer_options", None)
-    return parse_options(fn()) if callable(fn) else []
+    """The viewer options a method declares in ``viewer_options()``, validated."""
+    return parse_options(method.viewer_options())
 
 
 def to_render_value(option: ViewerOption, value: Any) -> Any:

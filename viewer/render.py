@@ -49,11 +49,11 @@ class ViewRenderer:
     def __init__(self, method, lock: threading.RLock | threading.Lock | None = None):
         self.method = method
         self.lock = lock if lock is not None else contextlib.nullcontext()
-        self.device = getattr(method, "device_", None) or torch.device("cpu")
+        self.device = method.device_
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return tuple(getattr(self.method, "render_outputs", ("rgb",)))
+        return tuple(self.method.render_outputs)
 
     def render_raw(self, view: ViewCamera, max_side: int, settings: RenderSettings, extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
         """The method's outputs for ``view`` at a size whose longer side is ``max_side`` (tensors on the CPU).

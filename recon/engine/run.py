@@ -49,11 +49,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_data(data: DataConfig, method_name: str) -> SceneData:
-    """Load the scene named by ``data`` (a folder, ``demo:<name>``, or the method's default demo)."""
-    from recon.demo import demo_for_method, load_demo
+    """Load the scene named by ``data`` (a folder, ``demo:<name>``, or the method's ``default_demo``)."""
+    from recon.demo import load_demo
 
     if not data.path:
-        return load_demo(demo_for_method(method_name))
+        return load_demo(get_method(method_name).default_demo)
     if str(data.path).startswith("demo:"):
         return load_demo(str(data.path)[5:])
     from recon.data import load_scene

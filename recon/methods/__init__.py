@@ -26,7 +26,10 @@ def available_methods() -> dict[str, str]:
 
 
 def get_method(name: str):
-    """The Method class called ``name``; a clear error lists the choices."""
+    """The Method class called ``name`` (a known one, or one an already imported module registered); a clear error
+    lists the choices."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     if name not in _KNOWN:
         raise ReconError(f"unknown method {name!r} (available: {', '.join(sorted(_KNOWN))})")
     if name not in _REGISTRY:

@@ -8,14 +8,21 @@ below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from recon.cameras import Cameras
 from recon.data.scene import SceneData
+
+if TYPE_CHECKING:
+    import trimesh
+
+#: ``material_fn(points [P, 3]) -> {"base_color": [P, 3], "roughness": [P, 1], "metallic": [P, 1], "normal": [P, 3]
+#: (optional)}``, the shape of :meth:`Method.materials` (see there).
+MaterialFn = Callable[[Tensor], dict]
 
 
 @dataclass
@@ -30,6 +37,32 @@ class ViewSource(Protocol):
     def image(self, index: int, background: Tensor) -> Tensor:
         """[H, W, 3] training image ``index`` in [0, 1], RGBA composited over ``background`` [3]."""
         ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method offers beyond :meth:`Method.render`, declared once on the class (``capabilities =
+    Capabilities(gaussians=True)``) so that the viewer, evaluator and exporters read it instead of probing.
+
+    Every flag set promises that the class overrides the :class:`Method` method of the same name, and every such
+    override must be declared: :class:`Method` checks both when a subclass is defined.
+    """
+
+    gaussians: bool = False
+    """:meth:`Method.gaussians`: 3D Gaussians (PLY / .splat exports, splats rendered in the browser)."""
+    mesh: bool = False
+    """:meth:`Method.mesh`: a triangle mesh of the surface (mesh exports, the viewer's mesh node)."""
+    materials: bool = False
+    """:meth:`Method.materials`: PBR materials queried at surface points (``mesh-pbr`` exports)."""
+    relight: bool = False
+    """:meth:`Method.relight`: renders under an environment light it was not trained with."""
+
+
+#: derived capabilities :meth:`Method.supports` answers besides the :class:`Capabilities` flags.
+DERIVED_CAPABILITIES = {
+    "time": "the method models time (``is_dynamic``)",
+    "geometry": "a surface can be had: its own mesh, or TSDF fusion of the depth and alpha it renders",
+}
 
 
 @dataclass
@@ -58,17 +91,47 @@ class Batch:
 
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``config_cls``, ``description`` and implement the abstract methods."""
+    """Base class. Subclasses set ``name``, ``config_cls``, ``description``, implement the training and inference
+    methods, and declare what else they offer in ``capabilities`` (with the matching methods below)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_cls: ClassVar[type] = MethodConfig
     #: output names :meth:`render` can produce (the viewer offers these).
     render_outputs: ClassVar[tuple[str, ...]] = ("rgb",)
-    #: export kinds (``gaussians-ply``, ``splat``, ``mesh``, ``mesh-pbr``, ``frames`` ...).
+    #: export kinds, names from the registry in :mod:`recon.export.kinds` (``ply``, ``splat``, ``mesh``,
+    #: ``mesh-pbr``, ``frames``); a test checks each against the registry and the capabilities it needs.
     export_kinds: ClassVar[tuple[str, ...]] = ()
-    #: whether the method models time (the viewer shows a time slider).
+    #: whether the method models time (the viewer shows a time slider; the ``time`` capability).
     is_dynamic: ClassVar[bool] = False
+    #: what the method offers beyond ``render`` (see :class:`Capabilities`).
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: the built-in demo scene it trains on when no data is given (a key of ``recon.demo.DEMO_SCENES``).
+    default_demo: ClassVar[str] = "static"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A flag without its method (or a method without its flag) is a bug in the method: fail at import time,
+        # not when a user opens the viewer or exports.
+        for flag in fields(Capabilities):
+            declared = bool(getattr(cls.capabilities, flag.name))
+            implemented = getattr(cls, flag.name) is not getattr(Method, flag.name)
+            if declared != implemented:
+                what = "declares" if declared else "overrides"
+                missing = f"does not override {flag.name}()" if declared else f"does not declare capabilities.{flag.name}"
+                raise TypeError(f"method class {cls.__name__} {what} {flag.name!r} but {missing}")
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """Whether the method offers ``capability``: a :class:`Capabilities` flag (``gaussians``, ``mesh``,
+        ``materials``, ``relight``) or a derived one (``time``, ``geometry``; see :data:`DERIVED_CAPABILITIES`)."""
+        if capability == "time":
+            return bool(cls.is_dynamic)
+        if capability == "geometry":
+            return cls.capabilities.mesh or {"depth", "alpha"} <= set(cls.render_outputs)
+        if capability not in {f.name for f in fields(Capabilities)}:
+            raise ValueError(f"unknown capability {capability!r}")
+        return bool(getattr(cls.capabilities, capability))
 
     def __init__(self, config: MethodConfig, scene: SceneData | None, max_steps: int, device: torch.device):
         super().__init__()
@@ -108,6 +171,38 @@ class Method(nn.Module):
     def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), **options) -> dict[str, Tensor]:
         """Render one camera. Returns the requested outputs, each [H, W, C] (rgb [H, W, 3] in [0, 1])."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- capabilities (declared in ``capabilities``)
+    def gaussians(self, time: float | None = None) -> dict[str, Tensor]:
+        """The 3D Gaussians at ``time`` (None: static, or the canonical frame), detached, in the normalised frame,
+        pre-activation with gsplat's names: ``means`` [N, 3], ``scales`` [N, 3] (log), ``quats`` [N, 4] (wxyz,
+        unnormalised), ``opacities`` [N] (logit), ``sh0`` [N, 1, 3], ``shN`` [N, K, 3]. Capability ``gaussians``."""
+        raise NotImplementedError(f"method {self.name!r} has no Gaussians")
+
+    def mesh(self, time: float | None = None) -> "trimesh.Trimesh":
+        """A triangle mesh of the surface at ``time`` in the normalised frame (vertex colours optional).
+        Capability ``mesh``."""
+        raise NotImplementedError(f"method {self.name!r} has no mesh")
+
+    def materials(self) -> MaterialFn:
+        """PBR materials as a query at points: ``fn(points [P, 3] float32, normalised frame, on the method's
+        device) -> {"base_color": [P, 3] linear in [0, 1], "roughness": [P, 1], "metallic": [P, 1], "normal":
+        [P, 3] unit, world space (optional)}``. Methods with per-point (Gaussian) or per-texel (textured mesh)
+        materials answer with what they store at or nearest to each point. Capability ``materials``."""
+        raise NotImplementedError(f"method {self.name!r} has no materials")
+
+    @torch.no_grad()
+    def relight(self, camera: Cameras, envmap: Tensor, to_env: Tensor | None = None, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None) -> dict[str, Tensor]:
+        """Render ``camera`` lit by ``envmap`` [He, We, 3] (linear radiance, lat-long as in
+        :mod:`recon.render.envmap`; ``to_env`` [3, 3] rotates normalised-frame directions into the map's frame).
+        Returns outputs as :meth:`render` does (``rgb`` [H, W, 3] sRGB in [0, 1]). Capability ``relight``."""
+        raise NotImplementedError(f"method {self.name!r} cannot relight")
+
+    def viewer_options(self) -> list[dict]:
+        """Controls for the method's own panel in the viewer, each passed back to :meth:`render` as a keyword
+        (specs as documented in ``recon.viewer.options``: plain dicts, so that methods need not import the
+        viewer). Default: none."""
+        return []
 
     # ---------------------------------------------------------------- state
     def extra_state(self) -> dict:

@@ -13,7 +13,7 @@ from recon.data.scene import SceneData
 from recon.engine.losses import l1_dssim
 from recon.engine.schedules import exponential_decay
 from recon.methods import register
-from recon.methods.base import Batch, Method, MethodConfig
+from recon.methods.base import Batch, Capabilities, Method, MethodConfig
 from recon.render.gaussians import rasterize_gaussians
 from recon import splats as sp
 
@@ -73,6 +73,7 @@ class GaussianSplatting(Method):
     config_cls = GSConfig
     render_outputs = ("rgb", "alpha", "depth")
     export_kinds = ("ply", "splat", "mesh")
+    capabilities = Capabilities(gaussians=True)
 
     def __init__(self, config: GSConfig, scene: SceneData | None, max_steps: int, device):
         super().__init__(config, scene, max_steps, device)

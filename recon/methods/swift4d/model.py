@@ -82,8 +82,9 @@ class Swift4D(GaussianSplatting):
     description = "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"
     config_cls = Swift4DConfig
     render_outputs = ("rgb", "alpha", "depth", "dynamic_mask")
-    export_kinds = ("ply", "splat")
+    export_kinds = ("ply", "splat", "frames")
     is_dynamic = True
+    default_demo = "dynamic"
 
     def __init__(self, config: Swift4DConfig, scene: SceneData | None, max_steps: int, device):
         super().__init__(config, scene, max_steps, device)

@@ -1,8 +1,7 @@
-"""Meshes from Gaussian runs: TSDF fusion of rendered depth from the training views (open3d), in the data frame."""
+"""Meshes of methods that render depth but have no mesh of their own (Gaussian runs): TSDF fusion of the depth
+rendered from the training views (open3d)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -10,12 +9,20 @@ from rich.progress import Progress
 
 
 @torch.no_grad()
-def export_tsdf_mesh(run, path: Path, time: float | None = None, console: Console | None = None, voxel_fraction: float = 1 / 256) -> Path:
-    """Render depth and colour at every training view, fuse them with a TSDF and write the mesh (PLY/OBJ/GLB by suffix)."""
+def fuse_rendered_depth(method, scene, time: float | None = None, console: Console | None = None, voxel_fraction: float = 1 / 256):
+    """Render depth and colour at every training view of ``scene`` (normalised) and fuse them with a TSDF.
+
+    Args:
+        method: a method rendering ``rgb``, ``depth`` and ``alpha``.
+        time: scene time for dynamic methods (None: each view's own time).
+        voxel_fraction: voxel size as a fraction of the training cameras' diameter (doubled for speed).
+
+    Returns:
+        ``trimesh.Trimesh`` with vertex colours, in the normalised frame.
+    """
     from recon.geometry.tsdf import tsdf_fuse
 
     console = console or Console(stderr=True)
-    method, scene = run.method, run.scene
     idx = scene.split("train")
     cams = scene.cameras.to(method.device_)
     depths, colors = [], []
@@ -33,11 +40,4 @@ def export_tsdf_mesh(run, path: Path, time: float | None = None, console: Consol
     sel = cams[torch.from_numpy(idx)]
     centers = sel.centers()
     extent = float((centers - centers.mean(0)).norm(dim=1).max())
-    mesh = tsdf_fuse(torch.stack(depths), sel.viewmats().cpu(), sel.Ks().cpu(), colors=torch.stack(colors), voxel_size=extent * 2 * voxel_fraction * 2)
-    # Back to the data frame.
-    mesh.vertices = run.transform.invert_points(mesh.vertices)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(path)
-    console.print(f"recon: wrote mesh with {len(mesh.faces)} triangles to {path}")
-    return path
+    return tsdf_fuse(torch.stack(depths), sel.viewmats().cpu(), sel.Ks().cpu(), colors=torch.stack(colors), voxel_size=extent * 2 * voxel_fraction * 2)

@@ -30,10 +30,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# This venv only runs on this machine, so its kernels are built for this CPU (1.5-2.5x faster than the portable
+# x86-64-v2 build on the development machine; docs/benchmarks.md). RECON_KERNEL_ARCH=portable overrides it.
+export RECON_KERNEL_ARCH="${RECON_KERNEL_ARCH:-native}"
 # The stamp covers what the install compiles (the kernel sources and their build description), so an edited
 # kernel is rebuilt by the next run of this script.
 stamp_inputs=("$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/cuda/kernel_spec.py" "$REPO"/cuda/*.cpp)
-stamp="$VENV/.recon-setup-$(cat "${stamp_inputs[@]}" | sha1sum | cut -c1-12)-$EXTRAS-${RECON_KERNEL_ARCH:-portable}"
+stamp="$VENV/.recon-setup-$(cat "${stamp_inputs[@]}" | sha1sum | cut -c1-12)-$EXTRAS-$RECON_KERNEL_ARCH"
 if [ ! -f "$stamp" ]; then
   # CPU torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then

@@ -634,7 +634,7 @@ def test_distortion_mode_defaults_off_for_multiview_video():
 def test_monocular_data_trains_on_plain_l1(monkeypatch):
     """Monocular data uses mono_ssim_lambda (0: plain L1, SSIM not even computed); video the 3DGS weight 0.2."""
     from recon.demo import load_demo
-    from recon.engine import losses
+    from recon import losses
     from recon.methods.swift4d.model import Swift4D, Swift4DConfig
 
     assert Swift4D(Swift4DConfig(), _monocular_demo(), 100, "cpu").ssim_lambda == 0.0

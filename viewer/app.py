@@ -287,7 +287,7 @@ class ViewerApp:
 
     def save_view(self, client) -> Path | None:
         """Render ``client``'s view at full resolution; write it to ``output_dir`` and offer it as a download."""
-        from recon.export.images import save_image
+        from recon.io.images import save_image
 
         view = ViewCamera.from_handle(client.camera)
         settings = self.render_panel.settings()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon.export.images import colormap, to_uint8
+from recon.io.images import colormap, to_uint8
 from .camera import ViewCamera, render_size, to_cameras
 
 

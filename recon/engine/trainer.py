@@ -332,14 +332,14 @@ class Trainer:
         gt = torch.from_numpy(self.scene.image_rgb(index)).to(out["rgb"])
         panel = torch.cat([out["rgb"].clamp(0, 1), gt], 1)
         writer.add_image("progress/rgb", panel.permute(2, 0, 1).cpu(), self.step)
-        from recon.export.images import save_image
+        from recon.io.images import save_image
 
         save_image(panel, self.run_dir / "renders" / "progress" / f"step-{self.step:06d}.png")
 
     def _write_curves(self) -> None:
         if not self.history:
             return
-        from recon.export.images import plot_curves
+        from recon.io.images import plot_curves
 
         plot_curves(self.history, self.run_dir / "training_curves.png")
         (self.run_dir / "history.json").write_text(json.dumps(self.history))

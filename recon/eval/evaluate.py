@@ -50,7 +50,7 @@ def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None
                 row["lpips"] = float(lp(pred[None].cpu(), gt[None].cpu())[0])
             rows.append(row)
             if out_dir is not None:
-                from recon.export.images import save_image
+                from recon.io.images import save_image
 
                 save_image(torch.cat([pred, gt], 1), Path(out_dir) / f"{i:05d}.png")
             progress.advance(task)

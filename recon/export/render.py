@@ -11,7 +11,7 @@ from rich.progress import Progress
 
 from recon.cameras import Cameras, camera_focus, orbit_poses
 from recon.errors import ReconError
-from recon.export.images import colormap, save_image, write_video
+from recon.io.images import colormap, save_image, write_video
 
 
 def orbit_cameras(template: Cameras, train_c2w: torch.Tensor, n: int) -> Cameras:

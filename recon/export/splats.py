@@ -17,8 +17,8 @@ from torch import Tensor
 
 from recon.data.normalize import SceneTransform
 from recon.errors import ReconError
+from recon.render.sh import SH_C0, sh_rotation_matrix
 from recon.rotations import quat_multiply, rotmat_to_quat
-from recon.splats import SH_C0, sh_rotation_matrix
 
 
 def splats_to_data_frame(splats: dict[str, Tensor], transform: SceneTransform) -> dict[str, Tensor]:

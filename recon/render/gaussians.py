@@ -29,6 +29,7 @@ from typing import Dict, Literal, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from recon.render.gsplat_meta import make_meta
 from recon.render.sh import eval_sh
 from recon.rotations import quat_to_rotmat
 
@@ -497,24 +498,11 @@ def rasterize_gaussians(
         render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
 
     tile_w, tile_h = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    meta = {
-        "camera_ids": camera_ids,
-        "gaussian_ids": gaussian_ids,
-        "radii": radii,
-        "means2d": means2d,
-        "depths": depths,
-        "conics": conics,
-        "opacities": opac,
-        "visibility": visibility,
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-        "n_batches": 1,
-        "tile_size": tile_size,
-        "tile_width": tile_w,
-        "tile_height": tile_h,
-        "backend": backend,
-    }
+    meta = make_meta(
+        means2d=means2d, radii=radii, depths=depths, conics=conics, opacities=opac, visibility=visibility,
+        camera_ids=camera_ids, gaussian_ids=gaussian_ids, width=width, height=height, n_cameras=C,
+        tile_size=tile_size, tile_width=tile_w, tile_height=tile_h, backend=backend,
+    )  # fmt: skip
     if return_median:
         meta["render_median"] = median
     return render, alphas, meta

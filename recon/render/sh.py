@@ -75,3 +75,24 @@ def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     d = F.normalize(dirs, p=2, dim=-1)
     basis = torch.stack(_bases(degree, d), dim=-1)  # [..., n]
     return (basis[..., None] * coeffs[..., :n, :]).sum(dim=-2)
+
+
+def _sh_basis(dirs: Tensor, degree: int) -> Tensor:
+    """Real SH basis values [M, (degree+1)²] at unit directions [M, 3], in gsplat/3DGS ordering and signs."""
+    return torch.stack(_bases(degree, dirs), -1)
+
+
+def sh_rotation_matrix(rotation: Tensor, degree: int, samples: int = 512) -> Tensor:
+    """[K, K] matrix M with ``coeffs_rotated = M @ coeffs`` for a world rotation ``rotation`` [3, 3].
+
+    The rotated function is f'(d) = f(Rᵀ d); each SH band is closed under rotation, so fitting M by least squares
+    on well-spread sample directions is exact (up to float precision) and avoids Wigner-D bookkeeping.
+    """
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(samples, 3, generator=g, dtype=torch.float64)
+    d = d / d.norm(dim=1, keepdim=True)
+    R = rotation.double()
+    Y = _sh_basis(d, degree)  # [M, K]
+    Y_src = _sh_basis(d @ R, degree)  # f'(d) = f(R^T d); rows are (R^T d)^T = d^T R
+    # Y @ c' = Y_src @ c for all c  =>  c' = pinv(Y) @ Y_src @ c
+    return torch.linalg.lstsq(Y, Y_src).solution.float()

@@ -10,12 +10,12 @@ from torch import Tensor
 
 from recon.cameras import Cameras
 from recon.data.scene import SceneData
-from recon.engine.losses import l1_dssim
-from recon.engine.schedules import exponential_decay
+from recon.losses import l1_dssim
+from recon.schedules import exponential_decay
 from recon.methods import register
 from recon.methods.base import Batch, Capabilities, Method, MethodConfig
 from recon.render.gaussians import rasterize_gaussians
-from recon import splats as sp
+from recon import gaussians as sp
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recon import splats as sp
+from recon import gaussians as sp
 from recon.methods.gs.model import GSConfig
 
 

@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon import splats as sp
+from recon import gaussians as sp
 from recon.cameras import Cameras, camera_focus
 from recon.data.scene import SceneData
-from recon.engine.losses import l1_dssim
-from recon.engine.schedules import exponential_decay
+from recon.losses import l1_dssim
+from recon.schedules import exponential_decay
 from recon.errors import ReconError
 from recon.methods import register
 from recon.methods.base import Batch, ViewSource
@@ -58,6 +58,7 @@ from recon.methods.swift4d import masks as mk
 from recon.methods.swift4d.config import Stages, Swift4DConfig
 from recon.methods.swift4d.field import DeformationField
 from recon.render.gaussian_weights import gaussian_max_weights
+from recon.render.gsplat_meta import merge_views
 
 _GAUSSIAN_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 #: The reference's d-score stage can move d by about lr x steps = 0.05 x 3000 = 150 (>> ζ = 7).
@@ -423,14 +424,8 @@ class Swift4D(GaussianSplatting):
         if infos:
             # Densification statistics of all views of the step at once, as one batched gsplat render would give
             # them (n_cameras = number of views: the loss is their mean).
-            merged = dict(infos[0])
-            grads = [i["means2d"].grad for i in infos]
-            absgrads = [getattr(i["means2d"], "absgrad", None) for i in infos]
-            ok = all(g is not None for g in grads)
-            merged["means2d"] = _GradHolder(torch.cat(grads, 0), torch.cat(absgrads, 0) if all(a is not None for a in absgrads) else None) if ok else None
-            merged["radii"] = torch.cat([i["radii"] for i in infos], 0)
-            merged["n_cameras"] = len(infos)
-            if merged["means2d"] is not None:
+            merged = merge_views(infos)
+            if merged is not None:
                 super().after_optimizer_step(step, {"info": merged})
         self._infos = []
         every = int(round(self.config.importance_every * self.max_steps))
@@ -542,10 +537,3 @@ def _on_off_auto(option: str, value: str, auto: bool) -> bool:
         raise ReconError(f"--model.{option} must be auto, on or off (got {value!r})")
     return value == "on" or (value == "auto" and auto)
 
-
-class _GradHolder:
-    """Stands in for ``info["means2d"]`` when merging views: gsplat's strategy only reads ``.grad``."""
-
-    def __init__(self, grad: Tensor, absgrad: Tensor | None = None):
-        self.grad = grad
-        self.absgrad = absgrad

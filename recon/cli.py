@@ -7,9 +7,7 @@ traceback instead.
 
 
 import dataclasses
-import inspect
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import tyro
 from rich.console import Console
 
 from recon.errors import ReconError
+from recon.helptext import parse
 
 console = Console(stderr=True)
 stdout = Console()
@@ -35,34 +34,6 @@ commands:
   methods   list the available methods
 
 `recon COMMAND --help` shows each command's options."""
-
-
-# ---------------------------------------------------------------------------- help text
-def reflow_docstring(text: str) -> str:
-    """A docstring as help text: common indentation removed, each paragraph (blank-line separated) joined into one
-    line for the terminal to wrap; lines starting with ``- `` or ``* `` stay list items."""
-    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
-    out = []
-    for paragraph in paragraphs:
-        lines: list[str] = []
-        for line in (raw.strip() for raw in paragraph.splitlines()):
-            if lines and not line.startswith(("- ", "* ")):
-                lines[-1] += " " + line
-            else:
-                lines.append(line)
-        out.append("\n".join(lines))
-    return "\n\n".join(out)
-
-
-def _install_help_reflow() -> None:
-    # tyro joins a field docstring's wrapped lines only where the next line starts with a letter, and it dedents
-    # afterwards, so every indented continuation line of a multi-line field docstring became a hard line break in
-    # --help. Its joining step is replaced by ours (a private function: if a tyro release drops it, help text is
-    # merely ragged again).
-    from tyro import _strings
-
-    if hasattr(_strings, "remove_single_line_breaks"):
-        _strings.remove_single_line_breaks = reflow_docstring
 
 
 # ---------------------------------------------------------------------------- commands
@@ -182,15 +153,13 @@ def _train_args_class(model_cfg_cls):
 
 
 def cmd_train(argv: list[str]) -> int:
-    import tyro
-
     from recon.engine.run import resume_training, start_training
     from recon.methods import get_method
 
     method_name = _peek_option(argv, "--method", "gs")
     cls = get_method(method_name)
     TrainArgs, DataConfig = _train_args_class(cls.config_cls)
-    args = tyro.cli(TrainArgs, args=argv, prog="recon train", description=f"Train a method. Options under --model.* are those of {method_name!r}.")
+    args = parse(TrainArgs, argv, prog="recon train", description=f"Train a method. Options under --model.* are those of {method_name!r}.")
     if args.resume is not None:
         explicit_steps = _peek_option(argv, "--max-steps", None) is not None  # else keep the run's own budget
         run_dir = resume_training(args.resume, max_steps=args.max_steps if explicit_steps else None, max_minutes=args.max_minutes, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
@@ -208,12 +177,10 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    import tyro
-
     from recon.engine.run import load_run
     from recon.eval.evaluate import evaluate, write_metrics
 
-    args = tyro.cli(EvalArgs, args=argv, prog="recon eval", description="Metrics of a run on a split.")
+    args = parse(EvalArgs, argv, prog="recon eval", description="Metrics of a run on a split.")
     run = load_run(args.run, device=args.device, data_override=args.data)
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console)
     metrics["step"] = run.step
@@ -235,12 +202,10 @@ def cmd_eval(argv: list[str]) -> int:
 
 
 def cmd_render(argv: list[str]) -> int:
-    import tyro
-
     from recon.engine.run import load_run
     from recon.export.render import render_run
 
-    args = tyro.cli(RenderArgs, args=argv, prog="recon render", description="Render a run to PNGs and an MP4.")
+    args = parse(RenderArgs, argv, prog="recon render", description="Render a run to PNGs and an MP4.")
     run = load_run(args.run, device=args.device)
     out = render_run(run, split=args.split, path=args.path, frames=args.frames, time_sweep=args.time_sweep, output=args.output, outputs=args.outputs, fps=args.fps, console=console)
     print(out)
@@ -248,12 +213,10 @@ def cmd_render(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    import tyro
-
     from recon.engine.run import load_run
     from recon.export import export_run
 
-    args = tyro.cli(ExportArgs, args=argv, prog="recon export", description="Export a run.")
+    args = parse(ExportArgs, argv, prog="recon export", description="Export a run.")
     run = load_run(args.run, device=args.device)
     out = export_run(run, args.format, output=args.output, time=args.time, all_frames=args.all_frames, console=console)
     print(out)
@@ -261,9 +224,7 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_view(argv: list[str]) -> int:
-    import tyro
-
-    args = tyro.cli(ViewArgs, args=argv, prog="recon view", description="Open a run in the browser viewer.")
+    args = parse(ViewArgs, argv, prog="recon view", description="Open a run in the browser viewer.")
     from recon.engine.run import load_run
     from recon.viewer.app import serve_run
 
@@ -273,14 +234,12 @@ def cmd_view(argv: list[str]) -> int:
 
 
 def cmd_data(argv: list[str]) -> int:
-    import tyro
-
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: recon data info DATA [--format F] [--json]")
         return 0 if argv else 2
     if argv[0] != "info":
         raise ReconError(f"unknown data command {argv[0]!r} (available: info)")
-    args = tyro.cli(DataInfoArgs, args=argv[1:], prog="recon data info", description="Summarise a data folder.")
+    args = parse(DataInfoArgs, argv[1:], prog="recon data info", description="Summarise a data folder.")
     from recon.data.info import print_scene_info, scene_info
     from recon.engine.run import DataConfig, load_data
 
@@ -335,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    _install_help_reflow()
     if cmd not in COMMANDS:
         console.print(f"recon: error: unknown command {cmd!r}\n{USAGE}", highlight=False, markup=False)
         return 2

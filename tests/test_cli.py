@@ -31,14 +31,14 @@ def test_methods_and_help():
 
 
 def test_reflow_docstring_joins_indented_continuation_lines():
-    from recon.cli import reflow_docstring
+    from recon.helptext import reflow_docstring
 
     text = "First line\n    (continued) here.\n\n    Second paragraph\n    - item one\n      wrapped\n    - item two"
     assert reflow_docstring(text) == "First line (continued) here.\n\nSecond paragraph\n- item one wrapped\n- item two"
 
 
 def test_multiline_field_docstrings_are_one_paragraph_in_help():
-    # Before the reflow, tyro turned every indented continuation line of a field docstring into a hard break.
+    # Without the reflow (recon.helptext), tyro turns every indented continuation line of a field docstring into a hard break.
     r = run(["train", "--method", "swift4d", "--help"], env={**os.environ, "COLUMNS": "500"})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

@@ -10,21 +10,22 @@ import pytest
 import torch
 
 from recon.cameras import Cameras
+from recon.gaussians import GaussianModel
 from recon.methods.gs.model import GaussianSplatting, GSConfig
 
 SIZE = 33  # odd, so that the principal point is the centre of the middle pixel
 
 
 def _model(depths, opacity=0.5, scale=0.3):
-    m = GaussianSplatting(GSConfig(sh_degree=0), None, 100, "cpu")
+    m = GaussianModel(GSConfig(sh_degree=0))  # scene scale 1: depths in scene units
     n = len(depths)
-    m.splats = torch.nn.ParameterDict({
-        "means": torch.nn.Parameter(torch.tensor([[0.0, 0.0, z] for z in depths])),
-        "quats": torch.nn.Parameter(torch.tensor([[1.0, 0.0, 0.0, 0.0]] * n)),
-        "scales": torch.nn.Parameter(torch.full((n, 3), math.log(scale))),
-        "opacities": torch.nn.Parameter(torch.full((n,), math.log(opacity / (1 - opacity)))),
-        "sh0": torch.nn.Parameter(torch.zeros(n, 1, 3)),
-        "shN": torch.nn.Parameter(torch.zeros(n, 0, 3)),
+    m.update({
+        "means": torch.tensor([[0.0, 0.0, z] for z in depths]),
+        "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]] * n),
+        "scales": torch.full((n, 3), math.log(scale)),
+        "opacities": torch.full((n,), math.log(opacity / (1 - opacity))),
+        "sh0": torch.zeros(n, 1, 3),
+        "shN": torch.zeros(n, 0, 3),
     })  # fmt: skip
     return m
 
@@ -52,11 +53,11 @@ def test_one_layer_has_no_spread_and_the_gradient_closes_the_gap():
     single = _model([2.5])
     assert float(single.depth_distortion(cam).detach()) < 1e-6
     side_by_side = _model([2.5, 2.5])
-    side_by_side.splats["means"].data[1, 0] = 0.05  # overlapping, same depth
+    side_by_side["means"].data[1, 0] = 0.05  # overlapping, same depth
     assert float(side_by_side.depth_distortion(cam).detach()) < 1e-6
     m = _model([2.0, 3.0])
     m.depth_distortion(cam).backward()
-    g = m.splats["means"].grad[:, 2]
+    g = m["means"].grad[:, 2]
     assert g[0] < 0 < g[1]  # descent moves the front one back and the back one forward
 
 

@@ -41,7 +41,7 @@ def test_ply_round_trip_renders_identically_in_the_data_frame(tmp_path):
     # Load the PLY into a method that lives in the data frame, render the data-frame cameras: same pixels.
     loaded = read_ply(path)
     m2 = _method(scene)
-    m2.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in loaded.items()})
+    m2.splats.update({k: torch.nn.Parameter(v) for k, v in loaded.items()})
     for i in range(0, len(scene), 5):
         a = m.render(scene_n.cameras[i], outputs=("rgb", "alpha"))
         b = m2.render(scene.cameras[i], outputs=("rgb", "alpha"))

@@ -510,7 +510,7 @@ def test_distortion_is_off_inside_the_change_mask():
     cam = m._views.cameras[v]
     h, w = int(cam.heights[0]), int(cam.widths[0])
     p = m.deformed([m._views.time(v)])[0]
-    everywhere = m.depth_distortion(cam, p).detach()
+    everywhere = m.splats.depth_distortion(cam, p).detach()
     assert float(everywhere) > 0  # random initial points: many layers on every ray
     cam_views = m.frames_per_camera[m._camera_of[v]]
     for share, expect in ((1.0, 0.0), (0.0, float(everywhere))):
@@ -564,13 +564,13 @@ def test_monocular_schedule_extends_only_the_fine_stage():
     assert not m.multiview and not m.appearance_deltas and "opacity" not in m.field.heads.heads
     assert m.stages == Stages(500, 650, 6000)
     m.setup(mono)
-    assert (m._densifier.strategy.refine_start_iter, m._densifier.strategy.refine_stop_iter) == (60, 1000)
+    assert (m.splats.densifier.strategy.refine_start_iter, m.splats.densifier.strategy.refine_stop_iter) == (60, 1000)
     assert Swift4D(cfg, mono, 1000, "cpu").stages == Stages(250, 400, 1000)  # shorter runs: fractions of the run
     assert Swift4D(Swift4DConfig(mono_schedule_steps=0), mono, 6000, "cpu").stages == Stages(1500, 1800, 6000)
     video = Swift4D(cfg, load_demo("dynamic"), 6000, "cpu")
     assert video.multiview and video.appearance_deltas and video.stages == Stages(1500, 1800, 6000)
     video.setup(load_demo("dynamic"))
-    assert video._densifier.strategy.refine_stop_iter == 3000
+    assert video.splats.densifier.strategy.refine_stop_iter == 3000
 
 
 def test_time_smoothness_trains_monocular_fine_stages_only(tmp_path):

@@ -10,9 +10,6 @@ Parameters live in an ``nn.ParameterDict`` with gsplat's names and pre-activatio
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -107,3 +104,55 @@ def random_points(n: int, center: Tensor, half_extent: Tensor | float, seed: int
     pts = (torch.rand(n, 3, generator=g) * 2 - 1) * torch.as_tensor(half_extent).cpu() + center.cpu()
     cols = torch.rand(n, 3, generator=g)
     return pts, cols
+
+
+def scene_scale_of(cameras) -> float:
+    """1.1 x the largest distance of a camera centre from their mean (3DGS's scene extent); 1 for one camera."""
+    centers = cameras.centers()
+    return float((centers - centers.mean(0)).norm(dim=1).max()) * 1.1 or 1.0
+
+
+def initial_points(scene, init: str, num_random: int, random_box: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Initial centres [P, 3] and colours [P, 3]: the data's points (``init`` ``points``, or ``auto`` when it has
+    some), else ``num_random`` random ones in ``random_box`` (centre [3], half-sizes [3])."""
+    use_points = init == "points" or (init == "auto" and scene.points is not None and len(scene.points) > 0)
+    if not use_points:
+        return random_points(num_random, *random_box)
+    if scene.points is None or len(scene.points) == 0:
+        from recon.errors import ReconError
+
+        raise ReconError("--model.init points needs a point cloud, and this data has none", scene.root)
+    pts = torch.as_tensor(scene.points, dtype=torch.float32)
+    cols = torch.as_tensor(scene.point_colors, dtype=torch.float32) if scene.point_colors is not None else torch.rand(len(pts), 3)
+    return pts, cols
+
+
+def focus_box(scene, extent: float) -> tuple[Tensor, Tensor]:
+    """Centre [3] and half-sizes [3] of a cube around the point the training cameras look at, ``extent`` x their
+    mean distance to it in half-size, clipped to the data's scene box when it has one."""
+    from recon.cameras import camera_focus
+
+    c2w = scene.cameras.camtoworlds[torch.from_numpy(scene.split("train"))]
+    focus = torch.as_tensor(camera_focus(c2w), dtype=torch.float32)
+    half = extent * float((c2w[:, :3, 3] - focus).norm(dim=1).mean())
+    lo, hi = focus - half, focus + half
+    if scene.aabb is not None:
+        a_lo, a_hi = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
+        c_lo, c_hi = torch.maximum(lo, a_lo), torch.minimum(hi, a_hi)
+        if (c_hi > c_lo).all():  # else the box and the cameras disagree: trust the cameras
+            lo, hi = c_lo, c_hi
+    return (lo + hi) / 2, (hi - lo) / 2
+
+
+def visible_box(scene) -> tuple[Tensor, Tensor]:
+    """Centre [3] and half-sizes [3] of a cube on the point the training cameras look at, half-size = mean camera
+    distance to it x tan(half field of view): the extent the cameras see at that depth."""
+    from recon.cameras import camera_focus
+
+    cams = scene.cameras[torch.from_numpy(scene.split("train"))]
+    c2w = cams.camtoworlds.double()
+    center = torch.from_numpy(camera_focus(c2w))
+    dist = (c2w[:, :3, 3] - center).norm(dim=-1).mean()
+    Ks = cams.Ks().double()
+    tan_half = torch.maximum(cams.widths.double() / (2 * Ks[:, 0, 0]), cams.heights.double() / (2 * Ks[:, 1, 1])).mean()
+    return center.float(), torch.full((3,), float(dist * tan_half))

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recon import gaussians as sp
-from recon.methods.gs.model import GSConfig
+from recon.gaussians import DensifyConfig, GaussianConfig
+from recon.methods.base import MethodConfig
 
 
-def _densify_defaults() -> sp.DensifyConfig:
+def _densify_defaults() -> DensifyConfig:
     # Reference: clone/split every 100 steps from step 500 to 10000 of ~21000 (≈ 0.03 .. 0.5 of the run), over the
     # canonical and the fine stage (not the d-score stage, which does not move geometry). No opacity reset: the
     # paper drops it in the fine stage, and in the canonical stage the reference's single reset (at 3000) is a
     # floater clean-up that temporal-importance pruning already does; on short CPU runs the recovery from a reset
     # would eat a large share of the budget.
-    return sp.DensifyConfig(refine_start=0.03, refine_stop=0.5, reset_every=0, max_gaussians=300_000)
+    return DensifyConfig(refine_start=0.03, refine_stop=0.5, reset_every=0, max_gaussians=300_000)
 
 
 @dataclass
-class Swift4DConfig(GSConfig):
+class Swift4DConfig(GaussianConfig, MethodConfig):
     all_dynamic: bool = False
     """Baseline: skip the d-score stage and deform every Gaussian (the 4DGS-style design Swift4D improves on)."""
     canonical_fraction: float = 0.25
@@ -124,7 +124,7 @@ class Swift4DConfig(GSConfig):
     sh_degree_interval: int = 500
     init_num_points: int = 30_000
     """Random initial points (data without a point cloud), in the box the training cameras look at."""
-    densify: sp.DensifyConfig = field(default_factory=_densify_defaults)
+    densify: DensifyConfig = field(default_factory=_densify_defaults)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ each setting in :mod:`.config`).
 
 Stages (:class:`~recon.methods.swift4d.config.Stages`):
 
-1. **canonical** - vanilla 3DGS (the ``gs`` method's parameters, optimizers, densification) on frame 0 of every
+1. **canonical** - vanilla 3DGS (the shared :class:`~recon.gaussians.GaussianModel`, as ``gs``) on frame 0 of every
    training camera, 2 views per step. Monocular data (one camera per time, D-NeRF) has no "frame 0 of every
    camera": a handful of frames near t = 0 from a moving camera cannot pin down the geometry, so the canonical stage
    uses *all* training frames and fits the time-averaged static scene; the fine stage then explains the
@@ -45,22 +45,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon import gaussians as sp
-from recon.cameras import Cameras, camera_focus
+from recon.cameras import Cameras
 from recon.data.scene import SceneData
-from recon.losses import l1_dssim
-from recon.schedules import exponential_decay
 from recon.errors import ReconError
+from recon.gaussians import GaussianModel, focus_box, initial_points, scene_scale_of, set_lr, visible_box
+from recon.losses import l1_dssim
 from recon.methods import register
-from recon.methods.base import Batch, ViewSource
-from recon.methods.gs.model import GaussianSplatting
+from recon.methods.base import Batch, Capabilities, Method, ViewSource
 from recon.methods.swift4d import masks as mk
 from recon.methods.swift4d.config import Stages, Swift4DConfig
 from recon.methods.swift4d.field import DeformationField
 from recon.render.gaussian_weights import gaussian_max_weights
 from recon.render.gsplat_meta import merge_views
+from recon.schedules import exponential_decay
 
-_GAUSSIAN_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 #: The reference's d-score stage can move d by about lr x steps = 0.05 x 3000 = 150 (>> ζ = 7).
 _DSCORE_REACH = 150.0
 
@@ -78,18 +76,25 @@ class _Views:
 
 
 @register
-class Swift4D(GaussianSplatting):
+class Swift4D(Method):
     name = "swift4d"
     description = "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"
     config_cls = Swift4DConfig
     render_outputs = ("rgb", "alpha", "depth", "dynamic_mask")
     export_kinds = ("ply", "splat", "frames")
     is_dynamic = True
+    capabilities = Capabilities(gaussians=True)
     default_demo = "dynamic"
 
     def __init__(self, config: Swift4DConfig, scene: SceneData | None, max_steps: int, device):
         super().__init__(config, scene, max_steps, device)
         self.config: Swift4DConfig = config
+        # The shared Gaussian model plus d, the per-Gaussian dynamic score (zero-initialised): as an attribute of
+        # the model, gsplat's densification clones/splits/prunes it with its Gaussian; its own Adam only ever steps
+        # in the d-score stage, because d gets no gradient anywhere else.
+        self.splats = GaussianModel(config)
+        self.splats.add_attribute("d", lr=config.dscore_lr)
+        self.register_buffer("scene_scale", torch.tensor(1.0))
         if scene is not None and not scene.is_dynamic:
             raise ReconError("swift4d needs dynamic data (frames with times: D-NeRF, N3DV video, demo:dynamic)", scene.root)
         self.scene = scene
@@ -156,38 +161,22 @@ class Swift4D(GaussianSplatting):
         return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas).to(self.device_)
 
     # ---------------------------------------------------------------- setup
-    def _random_init_box(self, scene: SceneData) -> tuple[Tensor, Tensor]:
-        """gs's box, except for data without a scene box (D-NeRF): a cube on the point the training cameras look at
-        (:func:`~recon.cameras.camera_focus`) with half-size = mean camera distance to it x tan(half field of view),
-        the visible extent at that depth."""
-        if scene.aabb is not None:
-            return super()._random_init_box(scene)
-        cams = scene.cameras[torch.from_numpy(scene.split("train"))]
-        c2w = cams.camtoworlds.double()
-        center = torch.from_numpy(camera_focus(c2w))
-        dist = (c2w[:, :3, 3] - center).norm(dim=-1).mean()
-        Ks = cams.Ks().double()
-        tan_half = torch.maximum(cams.widths.double() / (2 * Ks[:, 0, 0]), cams.heights.double() / (2 * Ks[:, 1, 1])).mean()
-        return center.float(), torch.full((3,), float(dist * tan_half))
+    def setup(self, scene: SceneData) -> None:
+        """gs's initialisation, except that random points of data without a scene box (D-NeRF) fill the extent the
+        training cameras see around the point they look at (:func:`~recon.gaussians.visible_box`)."""
+        self.scene_scale.fill_(scene_scale_of(scene.cameras[torch.from_numpy(scene.split("train"))]))
+        cfg = self.config
+        box = focus_box(scene, cfg.init_extent) if scene.aabb is not None else visible_box(scene)
+        pts, cols = initial_points(scene, cfg.init, cfg.init_num_points, box)
+        self.splats.initialize(pts.to(self.device_), cols.to(self.device_))
+        self._build_optimizers()
 
-    def _lrs(self) -> dict[str, float]:
-        return {**super()._lrs(), "d": self.config.dscore_lr}
-
-    def _densify_steps(self) -> int:
-        return self.layout_steps
-
-    def _build_optim(self) -> None:
-        # d joins the ParameterDict (zero-initialised) so that gsplat's densification clones/splits/prunes it with
-        # the other attributes; it has its own Adam (the strategy wants one per parameter), which only ever steps
-        # in the d-score stage because d has no gradient anywhere else.
-        if "d" not in self.splats:
-            n = self.splats["means"].shape[0]
-            self.splats["d"] = torch.nn.Parameter(torch.zeros(n, device=self.device_))
-        super()._build_optim()
+    def _build_optimizers(self) -> None:
+        self.splats.build_optimizers(float(self.scene_scale), self.layout_steps)
         self._field_opt = torch.optim.Adam(self.field.parameters(), lr=self.config.field_lr, eps=1e-15)
 
     def optimizers(self):
-        return {**self._optimizers, "field": self._field_opt}
+        return {**self.splats.optimizers, "field": self._field_opt}
 
     # ---------------------------------------------------------------- the split and the deformation
     def dynamic(self) -> Tensor:
@@ -222,7 +211,7 @@ class Swift4D(GaussianSplatting):
         Before the fine stage (or with time None) every entry is the canonical set.
         """
         s = self.splats
-        canonical = {k: s[k] for k in _GAUSSIAN_KEYS}
+        canonical = s.gaussian_params()
         ids = self._deformed_ids() if bool(self.fine_ready) else None
         if ids is None or ids.numel() == 0 or all(t is None for t in times):
             return [canonical for _ in times]
@@ -319,21 +308,21 @@ class Swift4D(GaussianSplatting):
         if stage == "fine" and not bool(self.fine_ready):
             self._start_fine()
         cfg = self.config
-        self._schedule_means_lr(step)
+        self.splats.schedule_means_lr(step, self.max_steps)
         if stage == "fine":
             k, n = step - self.stages.dscore_end, max(self.max_steps - self.stages.dscore_end, 1)
-            sp.set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
+            set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
         pool = self.canonical_pool if stage == "canonical" else self.train_pool
         rng = self._rng(step)
         first = batch.index if batch.index in self._pool_set(stage) else int(rng.choice(pool))
         views = [first] + [int(v) for v in rng.choice(pool, max(cfg.views_per_step - 1, 0))]
         times = [None] * len(views) if stage == "canonical" else [self._views.time(v) for v in views]
         params = self.deformed(times)
-        sh = self._active_sh_degree(step)
+        sh = self.splats.active_sh_degree(step)
         loss, infos, rgb0 = 0.0, [], None
         for v, p in zip(views, params):
             cam = self._views.cameras[v]
-            colors, _, info = self.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
+            colors, _, info = self.splats.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
             rgb = colors[0, ..., :3]
             target = batch.image if v == batch.index else batch.views.image(v, batch.background)
             loss = loss + l1_dssim(rgb, target, self.ssim_lambda) / len(views)
@@ -341,7 +330,7 @@ class Swift4D(GaussianSplatting):
                 loss = loss + cfg.distortion_reg * self._still_distortion(v, cam, p, batch.views)
             infos.append(info)
             rgb0 = rgb if rgb0 is None else rgb0
-        loss = loss + self._densifier.regularizer(self.splats)  # MCMC's regularisers (0 with the default strategy)
+        loss = loss + self.splats.regularizer()  # MCMC's regularisers (0 with the default strategy)
         out = {}
         weight = cfg.time_smoothness if self.multiview else cfg.mono_time_smoothness
         if stage == "fine" and weight > 0:
@@ -355,15 +344,16 @@ class Swift4D(GaussianSplatting):
         return out
 
     def distortion_on(self, step: int) -> bool:
-        return self.use_distortion and super().distortion_on(step)
+        cfg = self.config
+        return self.use_distortion and cfg.distortion_reg > 0 and step >= cfg.distortion_from * self.max_steps
 
     def _still_distortion(self, view: int, camera: Cameras, p: dict[str, Tensor], views: ViewSource) -> Tensor:
         """Depth distortion of all Gaussians ``p`` in ``camera`` on the pixels outside ``view``'s change mask
         (before the fine stage, when there are no masks yet: on every pixel)."""
         if not bool(self.fine_ready):
-            return self.depth_distortion(camera, p)
+            return self.splats.depth_distortion(camera, p)
         still = ~self._change_mask(view, views)
-        return self.depth_distortion(camera, p, still.float())
+        return self.splats.depth_distortion(camera, p, still.float())
 
     def _pool_set(self, stage: str) -> set:
         key = "_set_" + stage
@@ -384,7 +374,7 @@ class Swift4D(GaussianSplatting):
     def _dscore_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         k, n = step - self.stages.canonical_end, max(self.stages.dscore_end - self.stages.canonical_end, 1)
         lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
-        sp.set_lr(self._optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
+        set_lr(self.splats.optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
         view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step).choice(self.canonical_pool))
         logits = self._splat_d(self._views.cameras[view], self.splats)
         loss = F.binary_cross_entropy_with_logits(logits, self._change_mask(view, batch.views).float())
@@ -394,7 +384,7 @@ class Swift4D(GaussianSplatting):
         """[H, W] raw composite sum_i d_i α_i T_i of the Gaussians ``p`` with their geometry detached (only d
         learns from it) and no background term (empty pixels give logit 0)."""
         geometry = {k: p[k].detach() for k in ("means", "quats", "scales", "opacities")}
-        out, _, _ = self.rasterize(camera, None, None, render_mode="RGB", params=geometry, colors=self.splats["d"][:, None])
+        out, _, _ = self.splats.rasterize(camera, None, None, render_mode="RGB", params=geometry, colors=self.splats["d"][:, None])
         return out[0, ..., 0]
 
     @torch.no_grad()
@@ -410,13 +400,13 @@ class Swift4D(GaussianSplatting):
         bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device_)
         out = {}
         for i in self.canonical_pool:
-            colors, _, _ = self.rasterize(self._views.cameras[i], bg, self.config.sh_degree, render_mode="RGB")
+            colors, _, _ = self.splats.rasterize(self._views.cameras[i], bg, self.config.sh_degree, render_mode="RGB")
             out[i] = mk.residual_masks(colors[:1, ..., :3], views.image(i, bg)[None], cfg.mono_mask_threshold, ksize)[0]
         return out
 
     def before_backward(self, step: int, outputs: dict) -> None:
         for info in outputs.get("infos", ()):
-            super().before_backward(step, {"info": info})
+            self.splats.before_backward(step, info)
 
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
         stage = self.stages.at(step)
@@ -426,13 +416,13 @@ class Swift4D(GaussianSplatting):
             # them (n_cameras = number of views: the loss is their mean).
             merged = merge_views(infos)
             if merged is not None:
-                super().after_optimizer_step(step, {"info": merged})
+                self.splats.after_optimizer_step(step, merged)
         self._infos = []
         every = int(round(self.config.importance_every * self.max_steps))
         s1 = step + 1
         # (Not with MCMC densification: it recycles dead Gaussians itself, and its state is not per-Gaussian.)
         if stage != "dscore" and every > 0 and s1 < self.max_steps and (s1 % every == 0 or s1 == self.stages.canonical_end) \
-                and not self._densifier.is_mcmc:
+                and not self.splats.densifier.is_mcmc:
             self.prune_unimportant()
 
     @torch.no_grad()
@@ -477,12 +467,10 @@ class Swift4D(GaussianSplatting):
     @torch.no_grad()
     def prune_unimportant(self) -> int:
         """Temporal-importance pruning (§1.4): drop Gaussians whose max α·T is below the threshold."""
-        from gsplat.strategy.ops import remove
-
         low = self.max_weights() < self.config.importance_threshold
         n = int(low.sum())
         if 0 < n < low.numel():
-            remove(self.splats, self._optimizers, self._densifier.state, low)
+            self.splats.remove(low)
             return n
         return 0
 
@@ -498,7 +486,7 @@ class Swift4D(GaussianSplatting):
     @torch.no_grad()
     def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None, **options) -> dict[str, Tensor]:
         p = self.deformed([time])[0]
-        out = self._render_maps(camera, background, p)
+        out = self.splats.render_maps(camera, background, p)
         if "dynamic_mask" in outputs:
             out["dynamic_mask"] = torch.sigmoid(self._splat_d(camera, p))[..., None]
         return {k: out[k] for k in outputs if k in out}
@@ -512,13 +500,13 @@ class Swift4D(GaussianSplatting):
     def extra_state(self) -> dict:
         """The densifier's state and the change masks, bit-packed (monocular masks come from the canonical fit,
         which the fine stage goes on changing: a resumed run must not recompute them)."""
-        state = super().extra_state()
+        state = {"densifier": self.splats.densifier_state()}
         if self._masks is not None:
             state["change_masks"] = {str(v): mk.pack_mask(m) for v, m in self._masks.items()}
         return state
 
     def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
+        self.splats.load_densifier_state(state.get("densifier"))
         if state.get("change_masks"):
             self._masks = {int(v): mk.unpack_mask(packed).to(self.device_) for v, packed in state["change_masks"].items()}
             self._mask_share = mk.mask_coverage(self._masks.values())
@@ -528,7 +516,11 @@ class Swift4D(GaussianSplatting):
         if log2 is not None and int(log2) != int(self.field_log2):
             self.field_log2.fill_(int(log2))
             self.field = self._make_field(int(log2))
-        super().resize_for_state_dict(state_dict)
+        self.splats.resize_like(state_dict, "splats.")
+        self.splats.to(self.device_)
+        if "scene_scale" in state_dict:
+            self.scene_scale.copy_(state_dict["scene_scale"])
+        self._build_optimizers()
 
 
 def _on_off_auto(option: str, value: str, auto: bool) -> bool:

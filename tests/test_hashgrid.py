@@ -12,7 +12,6 @@ import torch
 from recon.fields import (
     MLP,
     PRIMES,
-    SWIFT4D_HEADS,
     DeformationHeads,
     HashGridEncoding,
     HashGridLayout,
@@ -245,7 +244,8 @@ def test_cpu_kernel_matches_torch_twin(d, F, T, dtype):
 
 def test_cpu_kernel_is_independent_of_the_thread_count():
     # The table gradient is split over levels (disjoint rows), so every row sums in point order on any thread count.
-    enc = HashGridEncoding.swift4d(log2_hashmap_size=10)
+    enc = HashGridEncoding(4, n_levels=16, n_features_per_level=4, log2_hashmap_size=10, base_resolution=16, per_level_scale=2.0,
+                           max_resolution=None)
     with torch.no_grad():
         enc.table.normal_()
     x = torch.rand(5000, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
@@ -316,17 +316,6 @@ def test_module_shapes_init_and_batch_dims():
         enc(torch.rand(4, 4))
 
 
-def test_swift4d_preset():
-    enc = HashGridEncoding.swift4d()
-    lay = enc.layout
-    assert lay.n_dims == 4 and lay.n_levels == 16 and lay.n_features == 4 and lay.log2_hashmap_size == 15
-    assert lay.resolutions[0] == (16,) * 4 and lay.resolutions[1] == (32,) * 4
-    assert enc.n_output_dims == 64
-    assert not any(lay.dense)  # 17^4 > 2^15: every level is hashed
-    out = enc(torch.rand(10, 4))
-    assert out.shape == (10, 64) and torch.isfinite(out).all()
-
-
 def test_unknown_impl_and_bad_table():
     layout = tiny_layout(3)
     with pytest.raises(ValueError):
@@ -378,8 +367,9 @@ def test_mlp_shapes_and_init():
 
 def test_deformation_heads_identity_at_init_and_trainable():
     enc = HashGridEncoding(4, n_levels=4, n_features_per_level=4, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0)
-    heads = DeformationHeads(enc.n_output_dims)
-    assert dict(heads.head_dims) == SWIFT4D_HEADS
+    widths = {"xyz": 3, "scale": 3, "rotation": 4, "opacity": 1, "sh": 16 * 3}
+    heads = DeformationHeads(enc.n_output_dims, heads=widths)
+    assert dict(heads.head_dims) == widths
     x = torch.rand(64, 4)
     feats = enc(x)
     out = heads(feats)

@@ -36,6 +36,24 @@ def _moving_square_video(T=8, H=32, W=48, size=6):
     return frames, xs, size
 
 
+def test_deformation_field_is_the_references_grid_and_heads():
+    """§1.3: 16 levels x 4 features, base 16, scale 2, 2^15 rows; five zero-initialised heads (geometry only: three)."""
+    from recon.methods.swift4d.field import DeformationField
+
+    field = DeformationField(sh_coeffs=16)
+    lay = field.encoding.layout
+    assert lay.n_dims == 4 and lay.n_levels == 16 and lay.n_features == 4 and lay.log2_hashmap_size == 15
+    assert lay.resolutions[0] == (16,) * 4 and lay.resolutions[1] == (32,) * 4
+    assert field.encoding.n_output_dims == 64
+    assert not any(lay.dense)  # 17^4 > 2^15: every level is hashed
+    out = field(torch.rand(10, 4))
+    assert {k: v.shape[-1] for k, v in out.items()} == {"xyz": 3, "scale": 3, "rotation": 4, "opacity": 1, "sh": 48}
+    assert all((v == 0).all() for v in out.values())
+    assert set(DeformationField(16, appearance=False)(torch.rand(2, 4))) == {"xyz", "scale", "rotation"}
+    capped = DeformationField(16, log2_hashmap_size=12, time_resolution=5).encoding.layout
+    assert max(r[3] for r in capped.resolutions) == 5 and capped.log2_hashmap_size == 12
+
+
 def test_temporal_std_mask_on_moving_square():
     frames, xs, size = _moving_square_video()
     m = mk.temporal_std_mask(frames, threshold=0.02, ksize=mk.blur_kernel_size(48, 31, 1352))

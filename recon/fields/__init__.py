@@ -8,7 +8,7 @@ from recon.fields.hashgrid import (
     hash_encode,
     hash_encode_reference,
 )
-from recon.fields.mlp import MLP, SWIFT4D_HEADS, DeformationHeads, make_activation
+from recon.fields.mlp import MLP, DeformationHeads, make_activation
 
 __all__ = [
     "PRIMES",
@@ -19,6 +19,5 @@ __all__ = [
     "hash_encode_reference",
     "MLP",
     "DeformationHeads",
-    "SWIFT4D_HEADS",
     "make_activation",
 ]

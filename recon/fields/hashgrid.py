@@ -615,8 +615,8 @@ class HashGridEncoding(nn.Module):
         impl: see :func:`hash_encode`.
         chunk_size: see :func:`hash_encode`.
 
-    Defaults (16 levels, 2 features, 2^19, base 16, finest 2048) are Instant-NGP's NeRF setting. For Swift4D's
-    4D deformation field use :meth:`swift4d`.
+    Defaults (16 levels, 2 features, 2^19, base 16, finest 2048) are Instant-NGP's NeRF setting; methods keep their
+    own settings (Swift4D's 4D grid: ``recon/methods/swift4d/field.py``).
     """
 
     def __init__(
@@ -639,20 +639,6 @@ class HashGridEncoding(nn.Module):
         self.chunk_size = chunk_size
         self.table = nn.Parameter(torch.empty(self.layout.n_rows, n_features_per_level, dtype=dtype))
         self.reset_parameters()
-
-    @classmethod
-    def swift4d(cls, log2_hashmap_size: int = 15, **kwargs) -> "HashGridEncoding":
-        """Swift4D's 4D (x, y, z, t) deformation grid: 16 levels x 4 features, base 16, scale 2.0, 2^15 rows.
-
-        From the reference (gaussian_methods.md §1.3): time is just a fourth hash coordinate with the same
-        schedule; the paper/code use 2^15 by default and 2^16..2^20 for some scenes. To give time its own
-        (coarser) schedule pass e.g. ``max_resolution=(1e9, 1e9, 1e9, n_frames)`` (per-axis cap) or per-axis
-        ``base_resolution`` / ``per_level_scale``.
-        """
-        args = dict(n_input_dims=4, n_levels=16, n_features_per_level=4, log2_hashmap_size=log2_hashmap_size,
-                    base_resolution=16, per_level_scale=2.0, max_resolution=None)
-        args.update(kwargs)
-        return cls(**args)
 
     def reset_parameters(self) -> None:
         # Instant-NGP init: tiny uniform values, so the encoding starts near zero but with non-zero gradients

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "DeformationHeads", "SWIFT4D_HEADS", "make_activation"]
+__all__ = ["MLP", "DeformationHeads", "make_activation"]
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -102,15 +102,11 @@ class MLP(nn.Module):
         return self.out_activation(self.layers(x))
 
 
-# Swift4D's heads (§1.3): name -> output width. SH is 16 coefficients x 3 colours for degree 3.
-SWIFT4D_HEADS: dict[str, int] = {"xyz": 3, "scale": 3, "rotation": 4, "opacity": 1, "sh": 16 * 3}
-
-
 class DeformationHeads(nn.Module):
     """Shared trunk + one MLP head per named output: [..., in_dim] -> {name: [..., width]}.
 
-    Defaults follow Swift4D: trunk with 1 hidden layer of 128 and a 128-wide ReLU output, then five heads with
-    2 hidden layers of 128 each and linear outputs (Δxyz 3, Δscale 3, Δrotation 4, Δopacity 1, ΔSH 48).
+    Default shapes: a trunk with 1 hidden layer of 128 and a 128-wide ReLU output, then heads with 2 hidden layers
+    of 128 each and linear outputs (Swift4D's decoder; its heads are in ``recon/methods/swift4d/field.py``).
 
     The last layer of every head is zero-initialised, so every delta is exactly zero at init whatever the
     input (identity deformation), while gradients still reach the last layers (their input is the non-zero
@@ -121,7 +117,7 @@ class DeformationHeads(nn.Module):
 
     Args:
         in_dim: encoding width (e.g. ``HashGridEncoding.n_output_dims``).
-        heads: name -> output width. Default :data:`SWIFT4D_HEADS`; pass e.g. ``{"sh": K * 3}`` for K coefficients.
+        heads: name -> output width, e.g. ``{"xyz": 3, "sh": K * 3}`` for a position and K SH coefficients.
         trunk_hidden / trunk_layers / trunk_out: trunk MLP shape; ``trunk_layers=None`` skips the trunk.
         trunk_out_activation: activation on the trunk output (Swift4D: relu; none for some scenes).
         head_hidden / head_layers: shape of each head.
@@ -131,7 +127,7 @@ class DeformationHeads(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        heads: Mapping[str, int] | None = None,
+        heads: Mapping[str, int],
         trunk_hidden: int = 128,
         trunk_layers: int | None = 1,
         trunk_out: int = 128,
@@ -141,7 +137,7 @@ class DeformationHeads(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
-        heads = dict(SWIFT4D_HEADS if heads is None else heads)
+        heads = dict(heads)
         if not heads:
             raise ValueError("need at least one head")
         if trunk_layers is None:

@@ -12,6 +12,13 @@ from torch import Tensor, nn
 
 from recon.fields import DeformationHeads, HashGridEncoding
 
+#: The 4D (x, y, z, t) hash grid (§1.3): 16 levels x 4 features, base resolution 16, per-level scale 2 on every axis
+#: (time is a fourth hash coordinate; ``time_resolution`` caps its axis). The table size is the method's
+#: ``log2_hashmap_size`` setting (reference 2^15; 2^16..2^20 for some scenes).
+GRID = {"n_input_dims": 4, "n_levels": 16, "n_features_per_level": 4, "base_resolution": 16, "per_level_scale": 2.0}
+#: Heads that move and shape a Gaussian: Δxyz, Δlog-scale, Δquaternion (added to the raw quaternion).
+GEOMETRY_HEADS = {"xyz": 3, "scale": 3, "rotation": 4}
+
 
 class DeformationField(nn.Module):
     """[M, 4] normalised (x, y, z, t) in [0, 1]^4 -> deltas {xyz [M,3], scale [M,3], rotation [M,4],
@@ -26,11 +33,9 @@ class DeformationField(nn.Module):
 
     def __init__(self, sh_coeffs: int, log2_hashmap_size: int = 15, time_resolution: int | None = None, appearance: bool = True):
         super().__init__()
-        kw = {}
-        if time_resolution is not None:
-            kw["max_resolution"] = (1e9, 1e9, 1e9, float(max(time_resolution, 1)))
-        self.encoding = HashGridEncoding.swift4d(log2_hashmap_size=log2_hashmap_size, **kw)
-        heads = {"xyz": 3, "scale": 3, "rotation": 4}
+        cap = None if time_resolution is None else (1e9, 1e9, 1e9, float(max(time_resolution, 1)))
+        self.encoding = HashGridEncoding(**GRID, log2_hashmap_size=log2_hashmap_size, max_resolution=cap)
+        heads = dict(GEOMETRY_HEADS)
         if appearance:
             heads.update({"opacity": 1, "sh": sh_coeffs * 3})
         self.heads = DeformationHeads(self.encoding.n_output_dims, heads=heads)

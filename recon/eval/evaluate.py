@@ -1,4 +1,8 @@
-"""Evaluation of a method on a split: per-image and mean PSNR/SSIM (LPIPS when available), images written."""
+"""Evaluation of a method on a split: per-image, per-time and mean PSNR / SSIM / LPIPS, images written.
+
+LPIPS uses the v0.1 weights converted into the user's cache (:mod:`recon.eval.lpips`); when they are missing or bad,
+the metrics say why (``lpips_note``) and everything else is still computed.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,22 @@ from rich.console import Console
 from rich.progress import Progress
 
 from recon.data.scene import SceneData
-from recon.eval.metrics import LPIPSUnavailable, lpips_fn, psnr, ssim
+from recon.eval.lpips import LPIPSUnavailable, load_lpips
+from recon.eval.metrics import psnr, ssim
 
 
 @torch.no_grad()
-def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True) -> dict:
+def evaluate(
+    method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True, lpips_net: str = "alex"
+) -> dict:
     """Render every frame of ``split`` and compare with the images (RGBA composited over the scene background).
 
+    Args:
+        with_lpips: compute LPIPS (with the ``lpips_net`` backbone: ``alex`` or ``vgg``).
+
     Returns:
-        ``{"psnr", "ssim", ["lpips"], "num_images", "split", "per_image": [...], "per_time": {...} (dynamic)}``;
-        ``lpips_note`` says why LPIPS is missing when it is.
+        ``{"split", "num_images", "psnr", "ssim", "lpips", "lpips_net", "per_image": [...]}``, plus
+        ``per_time_{psnr,ssim,lpips}`` for dynamic scenes; without LPIPS, ``lpips_note`` says why.
     """
     console = console or Console(stderr=True)
     indices = scene.split(split)
@@ -30,9 +40,11 @@ def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None
     lp, lp_note = None, None
     if with_lpips:
         try:
-            lp = lpips_fn()
+            lp = load_lpips(lpips_net, method.device_)
         except LPIPSUnavailable as exc:
             lp_note = str(exc)
+    else:
+        lp_note = "LPIPS not computed: switched off"
     rows = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {split}", total=len(indices))
@@ -47,7 +59,7 @@ def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None
             if t is not None:
                 row["time"] = t
             if lp is not None:
-                row["lpips"] = float(lp(pred[None].cpu(), gt[None].cpu())[0])
+                row["lpips"] = float(lp(pred, gt))
             rows.append(row)
             if out_dir is not None:
                 from recon.io.images import save_image
@@ -62,13 +74,17 @@ def evaluate(method, scene: SceneData, split: str = "test", out_dir: Path | None
     }
     if lp is not None:
         metrics["lpips"] = float(np.mean([r["lpips"] for r in rows]))
+        metrics["lpips_net"] = lpips_net
     else:
         metrics["lpips_note"] = lp_note
     if scene.is_dynamic:
-        per_time: dict[str, list[float]] = {}
-        for r in rows:
-            per_time.setdefault(f"{r['time']:.4f}", []).append(r["psnr"])
-        metrics["per_time_psnr"] = {k: float(np.mean(v)) for k, v in sorted(per_time.items())}
+        for key in ("psnr", "ssim", "lpips"):
+            if key not in metrics:
+                continue
+            per_time: dict[str, list[float]] = {}
+            for r in rows:
+                per_time.setdefault(f"{r['time']:.4f}", []).append(r[key])
+            metrics[f"per_time_{key}"] = {k: float(np.mean(v)) for k, v in sorted(per_time.items())}
     metrics["per_image"] = rows
     return metrics
 

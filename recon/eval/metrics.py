@@ -1,4 +1,4 @@
-"""Image metrics: PSNR, SSIM (also the D-SSIM training loss), and LPIPS where its weights are available offline.
+"""Image metrics: PSNR and SSIM (also the D-SSIM training loss); LPIPS lives in :mod:`recon.eval.lpips`.
 
 SSIM follows Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), C1 = 0.01², C2 = 0.03², as in 3DGS and
 nerfstudio/torchmetrics, computed on valid (un-padded) windows. All functions take images [..., H, W, C] in [0, 1].
@@ -79,31 +79,3 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     p = pred.reshape(-1, *pred.shape[-3:])
     t = target.reshape(-1, *target.shape[-3:])
     return ssim_map(p, t).mean(dim=(1, 2, 3)).reshape(lead)
-
-
-class LPIPSUnavailable(RuntimeError):
-    pass
-
-
-def lpips_fn():
-    """Return an LPIPS callable if the ``lpips`` package and its AlexNet weights are available offline.
-
-    LPIPS needs pretrained network weights that are downloaded from the internet on first use; recon does not
-    fetch them. When they are not already on disk this raises :class:`LPIPSUnavailable` and evaluation reports
-    LPIPS as unavailable rather than a made-up number.
-    """
-    try:
-        import lpips  # type: ignore
-    except ImportError as exc:
-        raise LPIPSUnavailable("LPIPS not computed: the 'lpips' package is not installed") from exc
-    try:
-        net = lpips.LPIPS(net="alex", verbose=False)
-    except Exception as exc:  # weights download fails offline
-        raise LPIPSUnavailable(f"LPIPS not computed: its weights are not available offline ({type(exc).__name__})") from exc
-
-    def fn(pred: Tensor, target: Tensor) -> Tensor:
-        p = pred.permute(0, 3, 1, 2) * 2 - 1
-        t = target.permute(0, 3, 1, 2) * 2 - 1
-        return net(p, t).flatten()
-
-    return fn

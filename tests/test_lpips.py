@@ -257,3 +257,33 @@ def test_evaluation_reports_lpips_and_its_backbone():
     gt = torch.from_numpy(scene.image_rgb(r["index"]))
     assert abs(r["lpips"] - float(model(pred.clamp(0, 1).detach(), gt))) < 1e-5
 
+
+
+@pytest.mark.parametrize("weights", ["real", "missing"])
+def test_training_progress_and_final_evaluation_report_lpips(tmp_path, monkeypatch, weights):
+    from rich.console import Console
+
+    from recon.engine.trainer import Trainer, TrainerConfig
+    from recon.methods import get_method
+
+    if weights == "real":
+        _real_weights_or_skip("alex")
+    else:
+        monkeypatch.setenv("RECON_LPIPS_WEIGHTS", str(tmp_path / "none"))
+    scene = blob_scene(n_views=6, size=32)
+    cls = get_method("gs")
+    method = cls(cls.config_cls(), scene, 20, torch.device("cpu"))
+    method.setup(scene)
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=300)
+    trainer = Trainer(TrainerConfig(max_steps=20, image_every=10, log_every=10), method, scene, tmp_path / "run", console=console)
+    result = trainer.train()
+    console.file.close()
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count(" view ") == 2 and "recon: test (" in log
+    if weights == "real":
+        assert "view lpips" in trainer.view_metrics and "LPIPS (alex)" in log
+        assert result["lpips_net"] == "alex" and "lpips" in result
+    else:
+        assert "view lpips" not in trainer.view_metrics and "view psnr" in trainer.view_metrics
+        assert "lpips" not in result and str(tmp_path / "none") in result["lpips_note"]
+        assert log.count("python -m recon.eval.lpips --fetch") == 2  # said once in training, once at the end

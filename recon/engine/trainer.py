@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recon.data.scene import ImageCache, SceneData
 from recon.engine import checkpoint as ckpt
 from recon.errors import ReconError
-from recon.eval.metrics import psnr
+from recon.eval.metrics import psnr, ssim
 from recon.methods.base import Batch, Method
 
 
@@ -47,7 +47,8 @@ class TrainerConfig:
     log_every: int = 50
     """Write TensorBoard scalars every N steps."""
     image_every: int = 1000
-    """Write a rendered test view to TensorBoard and renders/progress/ every N steps (0: never)."""
+    """Every N steps (0: never) render one test view into TensorBoard and renders/progress/, and log its PSNR, SSIM
+    and LPIPS."""
     background: Literal["auto", "random", "white", "black"] = "auto"
     """Background behind RGBA training images: auto = random for RGBA data (teaches transparency), the data's
     own otherwise. A fixed background lets the model hide floaters of that colour from every training view: on
@@ -57,6 +58,9 @@ class TrainerConfig:
     work, 1 is often faster: idle-waiting worker threads stall every small operation."""
     eval_at_end: bool = True
     """Evaluate the test split when training ends and write metrics.json."""
+    lpips: Literal["alex", "vgg", "none"] = "alex"
+    """LPIPS backbone of the evaluations during and after training (none: PSNR and SSIM only). Its weights come
+    from the set-up (`python -m recon.eval.lpips --fetch`); without them LPIPS is reported as unavailable."""
     image_cache_gb: float = 4.0
     """Training images kept on the device, in GiB (float32; masks get another quarter of it); beyond it the least
     recently used are dropped and fetched again from the data's own decoded-image cache. Small data sets stay
@@ -161,6 +165,8 @@ class Trainer:
         self.history: list[dict] = []
         self.viewer = viewer
         self._stop_reason: str | None = None
+        self.view_metrics: dict[str, float] = {}  # of the progress view, for the live viewer
+        self._lpips, self._lpips_tried = None, False
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -245,7 +251,7 @@ class Trainer:
                     self._write_progress_image(writer)
                 display.update(self.step, now, stats, self.method.log_scalars)
                 if self.viewer is not None:
-                    self.viewer.after_step(self.step, {"loss": stats.loss, "psnr": stats.psnr, **self.method.log_scalars()})
+                    self.viewer.after_step(self.step, {"loss": stats.loss, "psnr": stats.psnr, **self.view_metrics, **self.method.log_scalars()})
                 reason = self._stop_reason_now(ctrl_c)
                 if reason is not None:
                     self._stop_reason = reason
@@ -304,13 +310,17 @@ class Trainer:
         if self.config.eval_at_end and "test" in self.scene.splits:
             from recon.eval.evaluate import evaluate, write_metrics
 
-            metrics = evaluate(self.method, self.scene, "test", out_dir=self.run_dir / "renders" / "test", console=self.console)
+            metrics = evaluate(self.method, self.scene, "test", out_dir=self.run_dir / "renders" / "test", console=self.console,
+                               with_lpips=self.config.lpips != "none", lpips_net=self.config.lpips)  # fmt: skip
             metrics.update(result)
             metrics.update({k: v for k, v in self.method.log_scalars().items()})
             write_metrics(metrics, self.run_dir / "metrics.json")
-            for k in ("psnr", "ssim"):
+            for k in ("psnr", "ssim", "lpips"):
                 if k in metrics:
                     writer.add_scalar(f"test/{k}", metrics[k], self.step)
+            summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+            summary += f", LPIPS ({metrics['lpips_net']}) {metrics['lpips']:.4f}" if "lpips" in metrics else f"; {metrics['lpips_note']}"
+            self.console.print(f"recon: test ({metrics['num_images']} views): {summary}", highlight=False, soft_wrap=True, markup=False)
             result = metrics
         writer.close()
         return result
@@ -328,13 +338,36 @@ class Trainer:
         index = int(self.scene.split(split)[0])
         cam = self.loader.cameras[index]
         t = None if cam.times is None else float(cam.times[0])
-        out = self.method.render(cam, time=t, outputs=("rgb",))
-        gt = torch.from_numpy(self.scene.image_rgb(index)).to(out["rgb"])
-        panel = torch.cat([out["rgb"].clamp(0, 1), gt], 1)
+        with torch.no_grad():
+            out = self.method.render(cam, time=t, outputs=("rgb",))
+            pred = out["rgb"].clamp(0, 1)
+            gt = torch.from_numpy(self.scene.image_rgb(index)).to(pred)
+            view = {"psnr": float(psnr(pred, gt)), "ssim": float(ssim(pred, gt))}
+            lp = self._lpips_model()
+            if lp is not None:
+                view["lpips"] = float(lp(pred, gt))
+        for k, v in view.items():
+            writer.add_scalar(f"progress/{k}", v, self.step)
+        self.view_metrics = {f"view {k}": v for k, v in view.items()}
+        text = f"PSNR {view['psnr']:.2f} dB, SSIM {view['ssim']:.4f}" + (f", LPIPS ({self.config.lpips}) {view['lpips']:.4f}" if "lpips" in view else "")
+        self.console.print(f"step {self.step}: {split} view {index}: {text}", highlight=False)
+        panel = torch.cat([pred, gt], 1)
         writer.add_image("progress/rgb", panel.permute(2, 0, 1).cpu(), self.step)
         from recon.io.images import save_image
 
         save_image(panel, self.run_dir / "renders" / "progress" / f"step-{self.step:06d}.png")
+
+    def _lpips_model(self):
+        """The LPIPS model of the progress evaluations, loaded on first use; None (said once) when unavailable."""
+        if not self._lpips_tried and self.config.lpips != "none":
+            self._lpips_tried = True
+            from recon.eval.lpips import LPIPSUnavailable, load_lpips
+
+            try:
+                self._lpips = load_lpips(self.config.lpips, self.method.device_)
+            except LPIPSUnavailable as exc:
+                self.console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+        return self._lpips
 
     def _write_curves(self) -> None:
         if not self.history:

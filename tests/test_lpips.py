@@ -287,3 +287,25 @@ def test_training_progress_and_final_evaluation_report_lpips(tmp_path, monkeypat
         assert "view lpips" not in trainer.view_metrics and "view psnr" in trainer.view_metrics
         assert "lpips" not in result and str(tmp_path / "none") in result["lpips_note"]
         assert log.count("python -m recon.eval.lpips --fetch") == 2  # said once in training, once at the end
+
+# ---------------------------------------------------------------------------------------- viewer
+def test_viewer_metrics_panel_shows_lpips_and_its_backbone(tmp_path):
+    import socket
+
+    import viser
+
+    from recon.viewer.gui import MetricsPanel
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"split": "test", "num_images": 13, "step": 500, "psnr": 25.5, "ssim": 0.9, "lpips": 0.0812, "lpips_net": "alex"}))
+    (tmp_path / "eval-val.json").write_text(json.dumps({"split": "val", "num_images": 4, "step": 500, "psnr": 24.0, "ssim": 0.8, "lpips_note": "LPIPS not computed"}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    try:
+        panel = MetricsPanel(server.gui, tmp_path)
+        text = panel.text.content
+    finally:
+        server.stop()
+    assert "LPIPS (alex) 0.0812" in text and "PSNR 25.50 dB" in text
+    assert "**val**" in text and "LPIPS unavailable" in text

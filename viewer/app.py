@@ -27,7 +27,7 @@ import numpy as np
 from rich.console import Console
 
 from .camera import ViewCamera, from_camtoworld, look_at_point, scene_up, vertical_fov
-from .gui import RenderPanel, TrainingPanel, ViewPanel
+from .gui import MetricsPanel, RenderPanel, TrainingPanel, ViewPanel
 from .render import ViewRenderer
 from .scene_nodes import MeshNode, SplatNode, TrainingCameras
 from .server import start_server, stop_server
@@ -353,6 +353,7 @@ def serve_run(run, host: str = "127.0.0.1", port: int = 7007, console: Console |
     app = None
     try:
         app = ViewerApp(run.method, run.scene, host=host, port=port, console=console, output_dir=Path(run.run_dir) / "renders" / "viewer", label=f"recon · {run.method.name}")
+        MetricsPanel(app.server.gui, run.run_dir)
         console.print(f"[bold]viewer[/]: {run.method.name} on {run.scene.name}, step {run.step}; Ctrl-C to stop")
         while True:
             time.sleep(1.0)

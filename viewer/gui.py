@@ -172,3 +172,35 @@ class TrainingPanel:
         if self.paused:
             parts.append("*paused*")
         self.stats.content = "  \n".join(parts)
+
+
+class MetricsPanel:
+    """The run's evaluations (``metrics.json`` from the end of training, ``eval-<split>.json`` from `recon eval`):
+    PSNR, SSIM and LPIPS with its backbone, or why LPIPS is missing."""
+
+    def __init__(self, gui, run_dir):
+        from pathlib import Path
+
+        lines = []
+        for path in [Path(run_dir) / "metrics.json", *sorted(Path(run_dir).glob("eval-*.json"))]:
+            line = metrics_line(path)
+            if line:
+                lines.append(line)
+        with gui.add_folder("Metrics"):
+            self.text = gui.add_markdown("  \n".join(lines) or "not evaluated yet (`recon eval RUN`)")
+
+
+def metrics_line(path) -> str | None:
+    """One markdown line for an evaluation file, None when it is missing or unreadable."""
+    import json
+
+    try:
+        m = json.loads(path.read_text())
+        parts = [f"**{m.get('split', 'test')}** ({m['num_images']} views, step {m.get('step', '?')})", f"PSNR {m['psnr']:.2f} dB", f"SSIM {m['ssim']:.4f}"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(m.get("lpips"), float):
+        parts.append(f"LPIPS ({m.get('lpips_net', 'alex')}) {m['lpips']:.4f}")
+    else:
+        parts.append("LPIPS unavailable")
+    return " · ".join(parts)

@@ -1,12 +1,13 @@
 """Swift4D vs its all-dynamic baseline, same code, same data, same budgets.
 
 Runs ``recon train --method swift4d DATA`` twice (default and ``--model.all-dynamic``) with equal
-``--max-steps`` / ``--max-minutes``, then reports per variant: test PSNR / SSIM, seconds per iteration (median over
-the logged intervals of the spatio-temporal stage, where the two differ, and over the whole run), total training
-time, model size on disk (the model's state_dict: canonical Gaussians + d + hash field, fp32; the checkpoint, which
-adds optimizer moments, is listed too), number of Gaussians and static share; plus the ratios measured in the same
-run and how loaded the machine was (1-minute load average sampled every 10 s, and the share of the machine's cores
-the training process got: its CPU time / (wall time x cores)).
+``--max-steps`` / ``--max-minutes``, then reports per variant: test PSNR / SSIM / LPIPS (alex; None when its weights
+are not fetched), seconds per iteration (median over the logged intervals of the spatio-temporal stage, where the
+two differ, and over the whole run), total training time, model size on disk (the model's state_dict: canonical
+Gaussians + d + hash field, fp32; the checkpoint, which adds optimizer moments, is listed too), number of
+Gaussians and static share; plus the ratios measured in the same run and how loaded the machine was (1-minute load
+average sampled every 10 s, and the share of the machine's cores the training process got: its CPU time / (wall
+time x cores)).
 
 Usage::
 
@@ -98,6 +99,8 @@ def _measure(run_dir: Path) -> dict:
     return {
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
+        "lpips": metrics.get("lpips"),  # None when the weights are missing (metrics["lpips_note"] says why)
+        "lpips_net": metrics.get("lpips_net"),
         "steps": metrics["step"],
         "fine_stage_start": fine_start,
         "stopped": metrics.get("stopped"),
@@ -112,6 +115,7 @@ def _measure(run_dir: Path) -> dict:
         "num_dynamic": int(m.dynamic().sum()),
         "static_share": float(1.0 - m.dynamic().float().mean()),
         "per_time_psnr": metrics.get("per_time_psnr"),
+        "per_time_lpips": metrics.get("per_time_lpips"),
     }
 
 
@@ -140,7 +144,7 @@ def main() -> None:
         res["load_avg_median"] = statistics.median(run["loads"]) if run["loads"] else os.getloadavg()[0]
         res["cpu_share_of_machine"] = run["cpu_s"] / max(run["wall_s"] * (os.cpu_count() or 1), 1e-9)
         results[variant] = res
-        print(f"[bench_swift4d]   {variant}: PSNR {res['psnr']:.2f}  fine s/it {res['s_per_it_fine']}", flush=True)
+        print(f"[bench_swift4d]   {variant}: PSNR {res['psnr']:.2f}  LPIPS {'n/a' if res['lpips'] is None else format(res['lpips'], '.4f')}  fine s/it {res['s_per_it_fine']}", flush=True)
 
     ratios = {}
     if "swift4d" in results and "all-dynamic" in results:
@@ -168,7 +172,7 @@ def main() -> None:
     allres[Path(args.data).name if not args.data.startswith("demo:") else args.data] = entry
     path.write_text(json.dumps(allres, indent=2))
 
-    cols = ["psnr", "ssim", "s_per_it_fine", "s_per_it_all", "train_minutes", "steps", "model_mb", "num_gaussians", "static_share", "load_avg_median", "cpu_share_of_machine"]
+    cols = ["psnr", "ssim", "lpips", "s_per_it_fine", "s_per_it_all", "train_minutes", "steps", "model_mb", "num_gaussians", "static_share", "load_avg_median", "cpu_share_of_machine"]
     print(f"\n{args.data}  (max_steps={args.max_steps}, max_minutes={args.max_minutes})")
     print("variant".ljust(12) + "".join(c.rjust(16) for c in cols))
     for v, r in results.items():

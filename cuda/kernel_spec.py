@@ -52,6 +52,16 @@ def arch() -> str:
     return value
 
 
+def ninja_dir() -> str | None:
+    """Folder of the ``ninja`` binary installed with this Python's ``ninja`` package, if any: the one ninja
+    recon's builds put first on PATH (another ninja version would invalidate a build folder's state)."""
+    try:
+        import ninja
+    except ImportError:
+        return None
+    return str(ninja.BIN_DIR) if (Path(ninja.BIN_DIR) / "ninja").is_file() else None
+
+
 def cpu_fingerprint() -> str:
     """Short hash of the CPU model and feature flags: a ``native`` binary must not run on another CPU."""
     text = platform.machine()

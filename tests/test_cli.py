@@ -189,3 +189,10 @@ def test_run_without_checkpoint_is_a_clear_error(tmp_path, trained_run):
     shutil.rmtree(copy / "checkpoints")
     r = run(["eval", copy])
     assert r.returncode == 2 and "no checkpoint" in r.stderr
+
+
+def test_dynamic_region_metrics_of_a_static_run_say_it_has_no_time_axis(trained_run):
+    r = run(["eval", trained_run, "--dynamic-region", "on"])
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "no time axis" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr

@@ -176,7 +176,8 @@ class TrainingPanel:
 
 class MetricsPanel:
     """The run's evaluations (``metrics.json`` from the end of training, ``eval-<split>.json`` from `recon eval`):
-    PSNR, SSIM and LPIPS with its backbone, or why LPIPS is missing."""
+    PSNR, SSIM and LPIPS with its backbone, or why LPIPS is missing; for dynamic runs the moving part's PSNR / SSIM
+    and its share of the pixels."""
 
     def __init__(self, gui, run_dir):
         from pathlib import Path
@@ -203,4 +204,9 @@ def metrics_line(path) -> str | None:
         parts.append(f"LPIPS ({m.get('lpips_net', 'alex')}) {m['lpips']:.4f}")
     else:
         parts.append("LPIPS unavailable")
+    if isinstance(m.get("psnr_dynamic"), float):
+        share = m.get("dynamic_share") or 0.0
+        ssim_dyn = m.get("ssim_dynamic")
+        parts.append(f"moving part ({100 * share:.1f} % of pixels): PSNR {m['psnr_dynamic']:.2f} dB"
+                     + (f", SSIM {ssim_dyn:.4f}" if isinstance(ssim_dyn, float) else ""))
     return " · ".join(parts)

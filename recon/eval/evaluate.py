@@ -1,4 +1,5 @@
-"""Evaluation of a method on a split: per-image, per-time and mean PSNR / SSIM / LPIPS, images written.
+"""Evaluation of a method on a split: per-image, per-time and mean PSNR / SSIM / LPIPS, images written; for dynamic
+scenes also PSNR / SSIM inside and outside the moving part (:mod:`recon.eval.regions`).
 
 LPIPS uses the v0.1 weights converted into the user's cache (:mod:`recon.eval.lpips`); when they are missing or bad,
 the metrics say why (``lpips_note``) and everything else is still computed.
@@ -16,23 +17,32 @@ from rich.console import Console
 from rich.progress import Progress
 
 from recon.data.scene import SceneData
+from recon.errors import ReconError
 from recon.eval.lpips import LPIPSUnavailable, load_lpips
 from recon.eval.metrics import psnr, ssim
+from recon.eval.regions import RegionSums, dynamic_regions, region_sums
 
 
 @torch.no_grad()
 def evaluate(
-    method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True, lpips_net: str = "alex"
+    method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True, lpips_net: str = "alex",
+    dynamic_region: str = "auto",
 ) -> dict:
     """Render every frame of ``split`` and compare with the images (RGBA composited over the scene background).
 
     Args:
         with_lpips: compute LPIPS (with the ``lpips_net`` backbone: ``alex`` or ``vgg``).
+        dynamic_region: ``auto`` (dynamic-region metrics whenever the data defines a region), ``on`` (an error when
+            it does not: static data, monocular video without masks) or ``off``.
 
     Returns:
         ``{"split", "num_images", "psnr", "ssim", "lpips", "lpips_net", "per_image": [...]}``, plus
-        ``per_time_{psnr,ssim,lpips}`` for dynamic scenes; without LPIPS, ``lpips_note`` says why.
+        ``per_time_{psnr,ssim,lpips}`` for dynamic scenes; without LPIPS, ``lpips_note`` says why. With a dynamic
+        region: ``{psnr,ssim}_{dynamic,static}``, ``dynamic_share``, ``dynamic_region_source`` and the same per time
+        (``per_time_psnr_dynamic`` ...) and per image; a dynamic scene without one gets ``dynamic_region_note``.
     """
+    if dynamic_region not in ("auto", "on", "off"):
+        raise ReconError(f"dynamic_region must be auto, on or off (got {dynamic_region!r})")
     console = console or Console(stderr=True)
     indices = scene.split(split)
     cams = scene.cameras.to(method.device_)
@@ -45,6 +55,10 @@ def evaluate(
             lp_note = str(exc)
     else:
         lp_note = "LPIPS not computed: switched off"
+    regions, region_note = (None, "switched off") if dynamic_region == "off" else dynamic_regions(scene, indices)
+    if regions is None and dynamic_region == "on":
+        raise ReconError(f"no dynamic-region metrics: {region_note}", scene.root)
+    total, per_time_sums = RegionSums(), {}
     rows = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {split}", total=len(indices))
@@ -60,6 +74,11 @@ def evaluate(
                 row["time"] = t
             if lp is not None:
                 row["lpips"] = float(lp(pred, gt))
+            if regions is not None:
+                sums = region_sums(pred, gt, regions.masks[i])
+                row.update(sums.summary())
+                total.add(sums)
+                per_time_sums.setdefault(f"{t:.4f}", RegionSums()).add(sums)
             rows.append(row)
             if out_dir is not None:
                 from recon.io.images import save_image
@@ -85,11 +104,19 @@ def evaluate(
             for r in rows:
                 per_time.setdefault(f"{r['time']:.4f}", []).append(r[key])
             metrics[f"per_time_{key}"] = {k: float(np.mean(v)) for k, v in sorted(per_time.items())}
+        if regions is not None:
+            metrics.update(total.summary())
+            metrics["dynamic_region_source"] = regions.source
+            per_time = {k: v.summary() for k, v in sorted(per_time_sums.items())}
+            for key in ("psnr_dynamic", "ssim_dynamic", "psnr_static", "ssim_static", "dynamic_share"):
+                metrics[f"per_time_{key}"] = {k: v[key] for k, v in per_time.items()}
+        elif dynamic_region != "off":
+            metrics["dynamic_region_note"] = region_note
     metrics["per_image"] = rows
     return metrics
 
 
-def write_metrics(metrics: dict, path: Path) -> None:
+def write_metrics(metrics: dict | list, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -9,12 +9,16 @@ Gaussians and static share; plus the ratios measured in the same run and how loa
 average sampled every 10 s, and the share of the machine's cores the training process got: its CPU time / (wall
 time x cores)).
 
+With ``--eval-every N`` each run also evaluates the whole test split every N steps (not counted as training time;
+``--trainer.eval-every``), and the script plots PSNR of the whole image and of the moving part (the data's dynamic
+masks, or the test camera's temporal change) against training time, one curve per variant, into ``--plot``.
+
 Usage::
 
-    python scripts/bench_swift4d.py demo:dynamic --max-steps 1500
+    python scripts/bench_swift4d.py demo:dynamic --max-steps 2000 --eval-every 250 --parallel --threads 1
     python scripts/bench_swift4d.py ../shared/data/dnerf_lego --max-minutes 20 --max-steps 4000
 
-Writes/updates ``bench_results/swift4d.json`` (one entry per dataset) and prints a table.
+Writes/updates ``bench_results/swift4d.json`` (one entry per dataset, labelled by date and commit) and prints a table.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def _command(data: str, variant: str, args, out_dir: Path) -> list[str]:
            "--max-steps", str(args.max_steps), "--trainer.image-every", "0", "--seed", str(args.seed)]  # fmt: skip
     if args.max_minutes:
         cmd += ["--max-minutes", str(args.max_minutes)]
+    if args.eval_every:
+        cmd += ["--trainer.eval-every", str(args.eval_every)]
     return cmd + VARIANTS[variant] + list(args.extra)
 
 
@@ -96,9 +102,16 @@ def _measure(run_dir: Path) -> dict:
         torch.save({k: v.detach().cpu() for k, v in m.state_dict().items()}, p)
         model_mb = p.stat().st_size / 2**20
     n_field = sum(p.numel() for p in m.field.parameters())
+    curve_path = run_dir / "eval_curve.json"
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
     return {
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
+        "psnr_dynamic": metrics.get("psnr_dynamic"),  # the moving part (None: the data defines none)
+        "ssim_dynamic": metrics.get("ssim_dynamic"),
+        "psnr_static": metrics.get("psnr_static"),
+        "dynamic_share": metrics.get("dynamic_share"),
+        "curve": [{k: row.get(k) for k in ("step", "train_seconds", "psnr", "psnr_dynamic", "psnr_static")} for row in curve],
         "lpips": metrics.get("lpips"),  # None when the weights are missing (metrics["lpips_note"] says why)
         "lpips_net": metrics.get("lpips_net"),
         "steps": metrics["step"],
@@ -115,8 +128,45 @@ def _measure(run_dir: Path) -> dict:
         "num_dynamic": int(m.dynamic().sum()),
         "static_share": float(1.0 - m.dynamic().float().mean()),
         "per_time_psnr": metrics.get("per_time_psnr"),
+        "per_time_psnr_dynamic": metrics.get("per_time_psnr_dynamic"),
         "per_time_lpips": metrics.get("per_time_lpips"),
     }
+
+
+def _plot(results: dict, title: str, path: Path) -> None:
+    """PSNR (whole image, solid; moving part, dashed) against training minutes, one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for (variant, res), colour in zip(results.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        pts = [r for r in res["curve"] if r.get("train_seconds") is not None]
+        if not pts:
+            continue
+        minutes = [r["train_seconds"] / 60 for r in pts]
+        ax.plot(minutes, [r["psnr"] for r in pts], "-o", color=colour, ms=3, label=f"{variant}: whole image")
+        if all(r.get("psnr_dynamic") is not None for r in pts):
+            ax.plot(minutes, [r["psnr_dynamic"] for r in pts], "--s", color=colour, ms=3, label=f"{variant}: moving part")
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT, timeout=10)
+        return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
@@ -130,6 +180,8 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true", help="train the variants side by side (same machine load)")
     ap.add_argument("--output-dir", default=str(ROOT / "outputs" / "bench_swift4d"))
     ap.add_argument("--json", default=str(ROOT / "bench_results" / "swift4d.json"))
+    ap.add_argument("--eval-every", type=int, default=0, help="evaluate the test split every N steps (quality curve)")
+    ap.add_argument("--plot", default=str(ROOT / "bench_results" / "swift4d_curve.png"), help="PNG of the quality curves")
     ap.add_argument("extra", nargs="*", help="extra `recon train` options for both variants (after --)")
     args = ap.parse_args()
 
@@ -152,7 +204,9 @@ def main() -> None:
         ratios = {
             "speedup_fine_s_per_it": (b["s_per_it_fine"] / a["s_per_it_fine"]) if a["s_per_it_fine"] and b["s_per_it_fine"] else None,
             "speedup_all_s_per_it": (b["s_per_it_all"] / a["s_per_it_all"]) if a["s_per_it_all"] and b["s_per_it_all"] else None,
+            "speedup_train_time": b["train_minutes"] / a["train_minutes"],
             "psnr_gain_db": a["psnr"] - b["psnr"],
+            "dynamic_psnr_gain_db": (a["psnr_dynamic"] - b["psnr_dynamic"]) if a["psnr_dynamic"] is not None and b["psnr_dynamic"] is not None else None,
             "size_ratio": a["model_mb"] / b["model_mb"],
         }
     entry = {
@@ -163,6 +217,8 @@ def main() -> None:
         "parallel": args.parallel,
         "threads_per_run": args.threads,
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": _commit(),
+        "seed": args.seed,
         "variants": results,
         "ratios": ratios,
     }
@@ -172,11 +228,15 @@ def main() -> None:
     allres[Path(args.data).name if not args.data.startswith("demo:") else args.data] = entry
     path.write_text(json.dumps(allres, indent=2))
 
-    cols = ["psnr", "ssim", "lpips", "s_per_it_fine", "s_per_it_all", "train_minutes", "steps", "model_mb", "num_gaussians", "static_share", "load_avg_median", "cpu_share_of_machine"]
+    if any(r["curve"] for r in results.values()):
+        _plot(results, f"{args.data}, {args.max_steps} steps, seed {args.seed} ({entry['date']}, {entry['commit']})", Path(args.plot))
+        print(f"wrote {args.plot}")
+    cols = ["psnr", "psnr_dynamic", "psnr_static", "ssim", "lpips", "s_per_it_fine", "s_per_it_all", "train_minutes", "steps", "model_mb", "num_gaussians", "static_share", "load_avg_median", "cpu_share_of_machine"]
     print(f"\n{args.data}  (max_steps={args.max_steps}, max_minutes={args.max_minutes})")
     print("variant".ljust(12) + "".join(c.rjust(16) for c in cols))
     for v, r in results.items():
         print(v.ljust(12) + "".join(f"{r[c]:16.4g}" if isinstance(r[c], (int, float)) else str(r[c]).rjust(16) for c in cols))
+    print("(psnr_dynamic / psnr_static: inside / outside the moving part; train_minutes exclude the curve's evaluations)")
     for k, v in ratios.items():
         print(f"  {k}: {v:.3f}" if v is not None else f"  {k}: n/a")
     print(f"wrote {path}")

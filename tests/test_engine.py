@@ -121,3 +121,30 @@ def test_checkpoint_of_another_method_is_a_clear_error_on_resume(tmp_path):
     with pytest.raises(ReconError, match="does not match the run's method") as err:
         fresh.resume()
     assert err.value.path == path
+
+
+def test_eval_every_writes_a_quality_curve_without_counting_its_time(tmp_path, monkeypatch):
+    import json
+    import time
+
+    import recon.eval.evaluate as ev
+
+    real = ev.evaluate
+
+    def slow_evaluate(*a, **kw):  # an evaluation that takes a known, long time
+        time.sleep(1.0)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", slow_evaluate)
+    scene, method, trainer = _setup(tmp_path, max_steps=30, eval_every=10, lpips="none")
+    trainer.config.eval_at_end = True
+    trainer.train()
+    curve = json.loads((trainer.run_dir / "eval_curve.json").read_text())
+    assert [row["step"] for row in curve] == [10, 20, 30]
+    assert all("psnr" in row and "per_image" not in row for row in curve)
+    seconds = [row["train_seconds"] for row in curve]
+    assert seconds == sorted(seconds)
+    # An evaluation of over 1 s ran between each two points; none of it is training time (10 steps of this scene
+    # take a fraction of that).
+    assert all(b - a < 1.0 for a, b in zip(seconds, seconds[1:])), seconds
+    assert curve[-1]["psnr"] == pytest.approx(json.loads((trainer.run_dir / "metrics.json").read_text())["psnr"])

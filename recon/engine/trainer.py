@@ -58,6 +58,9 @@ class TrainerConfig:
     work, 1 is often faster: idle-waiting worker threads stall every small operation."""
     eval_at_end: bool = True
     """Evaluate the test split when training ends and write metrics.json."""
+    eval_every: int = 0
+    """Every N steps (0: never) evaluate the whole test split and append the metrics, with the training time so far,
+    to eval_curve.json (quality against wall time; the evaluations' own time is not counted as training time)."""
     lpips: Literal["alex", "vgg", "none"] = "alex"
     """LPIPS backbone of the evaluations during and after training (none: PSNR and SSIM only). Its weights come
     from the set-up (`python -m recon.eval.lpips --fetch`); without them LPIPS is reported as unavailable."""
@@ -249,6 +252,9 @@ class Trainer:
                     self._log_scalars(writer, out, stats)
                 if cfg.image_every and self.step % cfg.image_every == 0:
                     self._write_progress_image(writer)
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                    self._append_eval_curve(self._evaluate_test(quiet=True))
+                    session_start += time.perf_counter() - now  # the evaluation is not training time
                 display.update(self.step, now, stats, self.method.log_scalars)
                 if self.viewer is not None:
                     self.viewer.after_step(self.step, {"loss": stats.loss, "psnr": stats.psnr, **self.view_metrics, **self.method.log_scalars()})
@@ -308,10 +314,11 @@ class Trainer:
             writer.close()
             return result
         if self.config.eval_at_end and "test" in self.scene.splits:
-            from recon.eval.evaluate import evaluate, write_metrics
+            from recon.eval.evaluate import write_metrics
 
-            metrics = evaluate(self.method, self.scene, "test", out_dir=self.run_dir / "renders" / "test", console=self.console,
-                               with_lpips=self.config.lpips != "none", lpips_net=self.config.lpips)  # fmt: skip
+            metrics = self._evaluate_test()
+            if self.config.eval_every:
+                self._append_eval_curve(metrics)
             metrics.update(result)
             metrics.update({k: v for k, v in self.method.log_scalars().items()})
             write_metrics(metrics, self.run_dir / "metrics.json")
@@ -320,12 +327,38 @@ class Trainer:
                     writer.add_scalar(f"test/{k}", metrics[k], self.step)
             summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
             summary += f", LPIPS ({metrics['lpips_net']}) {metrics['lpips']:.4f}" if "lpips" in metrics else f"; {metrics['lpips_note']}"
+            if metrics.get("psnr_dynamic") is not None:
+                summary += f"; moving part ({100 * metrics['dynamic_share']:.1f} % of pixels) PSNR {metrics['psnr_dynamic']:.2f} dB"
             self.console.print(f"recon: test ({metrics['num_images']} views): {summary}", highlight=False, soft_wrap=True, markup=False)
             result = metrics
         writer.close()
         return result
 
     # ---------------------------------------------------------------- helpers
+    def _evaluate_test(self, quiet: bool = False) -> dict:
+        """Metrics of the test split (images written at the end of training only)."""
+        from recon.eval.evaluate import evaluate
+
+        # (A quiet evaluation runs inside the training progress display: its own silent console, one live display each.)
+        console = Console(stderr=True, quiet=True) if quiet else self.console
+        return evaluate(self.method, self.scene, "test", out_dir=None if quiet else self.run_dir / "renders" / "test", console=console,
+                        with_lpips=self.config.lpips != "none", lpips_net=self.config.lpips)  # fmt: skip
+
+    def _append_eval_curve(self, metrics: dict) -> None:
+        """One point of eval_curve.json: step, training seconds and the split's summary metrics (no per-image or
+        per-time rows)."""
+        from recon.eval.evaluate import write_metrics
+
+        path = self.run_dir / "eval_curve.json"
+        try:
+            curve = json.loads(path.read_text()) if path.is_file() else []
+        except ValueError:
+            curve = []
+        curve = [row for row in curve if row.get("step", 0) < self.step]  # a resumed run rewrites what followed
+        row = {"step": self.step, "train_seconds": self.elapsed}
+        row.update({k: v for k, v in metrics.items() if k != "per_image" and not k.startswith("per_time")})
+        write_metrics(curve + [row], path)
+
     def _lock(self):
         if self.viewer is not None:
             return self.viewer.lock

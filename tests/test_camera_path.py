@@ -17,6 +17,8 @@ from recon.cameras import look_at
 from recon.errors import ReconError
 from recon.rotations import quat_to_rotmat, rotmat_to_quat
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 FIXTURE = Path(__file__).parent / "data" / "nerfstudio_camera_path.json"
 
 
@@ -295,3 +297,25 @@ def test_cli_bad_camera_path_is_one_line(tiny_run, tmp_path, name):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(file) in lines[0] and BAD[name][1] in lines[0], r.stderr
+
+
+def test_dynamic_paths_render_at_their_times(tmp_path):
+    """A dynamic method follows the path's render_time frame by frame (a probe method paints the time it was
+    called with into the red channel); two keyframes at 0.2 and 0.8 give evenly spaced times."""
+    from types import SimpleNamespace
+
+    import imageio.v3 as iio
+    from rich.console import Console
+
+    from helpers import blob_scene
+    from recon.data.normalize import SceneTransform
+    from recon.export.render import render_run
+    from test_viewer import ProbeMethod
+
+    kfs = [Keyframe(look_at(np.array([3.0, 0, 1]), np.zeros(3)), 50.0, 0.2), Keyframe(look_at(np.array([0.0, 3, 1]), np.zeros(3)), 50.0, 0.8)]
+    file = write_camera_path(CameraPath(kfs, seconds=1.0, fps=4.0, width=16, height=12), tmp_path / "timed.json")
+    run = SimpleNamespace(method=ProbeMethod(), scene=blob_scene(n_views=4, size=16), transform=SceneTransform.identity(), run_dir=tmp_path)
+    out = render_run(run, camera_path=file, png=True, output=tmp_path / "out", console=Console(stderr=True, quiet=True))
+    reds = [iio.imread(out / "rgb" / f"{i:05d}.png")[0, 0, 0] / 255.0 for i in range(4)]
+    np.testing.assert_allclose(reds, [0.2, 0.4, 0.6, 0.8], atol=1 / 255)
+    assert [c["time"] for c in run.method.calls] == pytest.approx([0.2, 0.4, 0.6, 0.8])

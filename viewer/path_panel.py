@@ -28,7 +28,7 @@ from recon.errors import ReconError
 from .camera import ViewCamera, from_camtoworld
 from .path_render import RenderJob
 
-KEY_COLOR, SELECTED_COLOR, PREVIEW_COLOR, CURVE_COLOR = (220, 40, 60), (250, 200, 30), (40, 200, 90), (230, 230, 230)
+KEY_COLOR, SELECTED_COLOR, PREVIEW_COLOR, CURVE_COLOR = (220, 40, 60), (250, 200, 30), (40, 200, 90), (70, 130, 230)
 
 
 class CameraPathPanel:

@@ -120,90 +120,41 @@ def results_table(title: str, first: str, *numbers: str) -> Table:
 
 
 # ---------------------------------------------------------------------------------------------------- many clients
-def _decode_window(raw: bytes) -> list[dict]:
-    """The messages of one server -> client websocket packet (viser 1.x: two little-endian lengths, a zstd
-    msgpack payload, then raw binary buffers we do not need)."""
-    import msgspec
-    import zstandard
-
-    size, csize = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
-    inner = zstandard.ZstdDecompressor().decompress(raw[16 : 16 + csize], max_output_size=size)
-    return msgspec.msgpack.decode(inner)["messages"]
-
-
-def _encode(message) -> bytes:
-    import msgspec
-
-    return msgspec.msgpack.encode(message.as_serializable_dict())
-
-
 async def headless_client(port: int, index: int, seconds: float, warmup: float, editor: bool = False, drop: bool = False) -> dict:
     """One browser: orbit the camera, count background frames; optionally click "Add keyframe" every second, or
     drop the connection right after asking for a frame."""
     import asyncio
 
     import numpy as np
-    import viser
-    import websockets.asyncio.client as wsc
-    from viser import _messages as vm
 
     from recon.cameras import look_at
-    from recon.rotations import rotmat_to_quat
+    from recon.viewer.headless import HeadlessClient
 
-    frames: list[float] = []
-    buttons: dict[str, str] = {}
-    keyframes_seen = [0]
-    got = asyncio.Event()
+    def camera(angle: float) -> np.ndarray:
+        return look_at(np.array([3.0 * np.cos(angle), 3.0 * np.sin(angle), 1.2]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
 
-    def camera(angle: float):
-        c2w = look_at(np.array([3.0 * np.cos(angle), 3.0 * np.sin(angle), 1.2]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
-        q = rotmat_to_quat(c2w[:3, :3])
-        return vm.ViewerCameraMessage(tuple(float(v) for v in q), tuple(float(v) for v in c2w[:3, 3]), 0.8, 0.01, 100.0, 768, 1024,
-                                      (0.0, 0.0, 0.0), (0.0, 0.0, 1.0))
-
-    async with wsc.connect(f"ws://127.0.0.1:{port}", subprotocols=[f"viser-v{viser.__version__}"], max_size=None) as ws:
-
-        async def receive():
-            async for raw in ws:
-                for m in _decode_window(raw):
-                    kind = m.get("type")
-                    if kind == "BackgroundImageMessage" and m.get("rgb_data") is not None:
-                        frames.append(time.perf_counter())
-                        got.set()
-                    elif kind == "GuiButtonMessage":
-                        buttons[m["props"]["label"]] = m["uuid"]
-                    elif kind == "GuiUpdateMessage" and isinstance(m.get("updates", {}).get("_markdown"), str):
-                        text = m["updates"]["_markdown"]  # the Camera path panel's status line
-                        if " keyframe" in text and text.split(" ")[0].isdigit():
-                            keyframes_seen[0] = max(keyframes_seen[0], int(text.split(" ")[0]))
-
-        rx = asyncio.create_task(receive())
+    async with HeadlessClient(port) as c:
         angle = 0.3 * index
-        await ws.send(_encode(camera(angle)))
+        await c.look(camera(angle))
         if drop:
             await asyncio.sleep(0.05)  # the render has started: leave without a goodbye
-            ws.transport.abort()
-            rx.cancel()
+            c.abort()
             return {"dropped": True}
         t0 = time.perf_counter()
         next_click = t0 + warmup
         clicks = 0
         while time.perf_counter() - t0 < warmup + seconds:
-            got.clear()
-            try:
-                await asyncio.wait_for(got.wait(), timeout=10.0)
-            except asyncio.TimeoutError:
-                pass
+            await c.next_frame(10.0)
             angle += 0.02
-            await ws.send(_encode(camera(angle)))
-            if editor and time.perf_counter() >= next_click and "Add keyframe" in buttons:
-                await ws.send(_encode(vm.GuiUpdateMessage(buttons["Add keyframe"], {"value": True})))
+            await c.look(camera(angle))
+            if editor and time.perf_counter() >= next_click and await c.click("Add keyframe"):
                 clicks += 1
                 next_click += 1.0
         await asyncio.sleep(0.5)  # let the last GUI updates arrive
-        rx.cancel()
-    window = [t for t in frames if t0 + warmup <= t <= t0 + warmup + seconds]
-    return {"client": index, "editor": editor, "frames": len(window), "fps": len(window) / seconds, "keyframe_clicks": clicks, "keyframes_seen": keyframes_seen[0]}
+    window = [t for t in c.frames if t0 + warmup <= t <= t0 + warmup + seconds]
+    # The Camera path panel's status line starts with the number of keyframes.
+    seen = max((int(m.split(" ")[0]) for m in c.markdown if " keyframe" in m and m.split(" ")[0].isdigit()), default=0)
+    return {"client": index, "editor": editor, "frames": len(window), "fps": len(window) / seconds, "keyframe_clicks": clicks, "keyframes_seen": seen}
 
 
 def bench_clients(args, console) -> None:

@@ -143,3 +143,54 @@ def test_render_job_progress_and_errors(tmp_path):
     job.cmd = [sys.executable, "-c", "import sys, time\nfor i in range(3): print(f'recon render: frame {i+1}/3 0.1 s/frame eta {2-i} s', file=sys.stderr, flush=True)"]
     job.start().wait(60)
     assert seen[-1] == "rendering frame 3/3, about 0 s left" and done[-1][0] is True
+
+
+def test_client_dropping_mid_render_breaks_nothing():
+    """A browser that vanishes (no websocket goodbye) while its frame is being rendered: the viewer forgets it,
+    reports no error, and the next browser is served."""
+    import asyncio
+    import threading
+
+    from rich.console import Console
+
+    from recon.viewer.app import ViewerApp
+    from recon.viewer.headless import HeadlessClient
+
+    class SlowProbe(ProbeMethod):
+        def __init__(self):
+            super().__init__()
+            self.rendering = threading.Event()
+            self.started = 0
+
+        def render(self, camera, *a, **kw):
+            self.started += 1
+            self.rendering.set()
+            time.sleep(0.5)
+            return super().render(camera, *a, **kw)
+
+    method = SlowProbe()
+    app = ViewerApp(method, blob_scene(n_views=6, size=32), port=free_port(), console=Console(stderr=True, quiet=True))
+
+    async def scenario():
+        async with HeadlessClient(app.port, canvas=(320, 240)) as a:
+            await a.look(look_at(np.array([3.0, 0, 1]), np.zeros(3)))
+            await asyncio.get_running_loop().run_in_executor(None, method.rendering.wait, 20.0)
+            gone = next(iter(app.clients.values())).client
+            a.abort()  # mid-render
+        deadline = time.monotonic() + 10
+        while app.clients and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not app.clients, "the viewer still holds the departed browser"
+        app.preview_camera(gone, np.eye(4), 50.0, 0.5)  # driving a departed browser is a no-op
+        calls = method.started
+        async with HeadlessClient(app.port, canvas=(320, 240)) as b:
+            await b.look(look_at(np.array([0.0, 3, 1]), np.zeros(3)))
+            assert await b.next_frame(30.0), "the next browser got no frame"
+        return calls
+
+    try:
+        calls = asyncio.run(scenario())
+        assert calls >= 1 and method.started > calls
+        assert not app._errors_seen, app._errors_seen
+    finally:
+        app.close()

@@ -245,6 +245,9 @@ class ViewerApp:
     def preview_camera(self, client, camtoworld: np.ndarray, fov_deg: float, time: float | None) -> None:
         """Put ``client``'s camera on a camera path's pose (and, for dynamic scenes, render it at ``time``; the
         other browsers keep their own view and the panel's time)."""
+        cv = self.clients.get(client.client_id)
+        if cv is None:  # the browser left: nothing to preview
+            return
         wxyz, pos = from_camtoworld(camtoworld)
         try:
             with client.atomic():
@@ -253,10 +256,8 @@ class ViewerApp:
                 client.camera.fov = math.radians(fov_deg)
         except Exception:  # the browser left meanwhile: nothing to preview
             return
-        cv = self.clients.get(client.client_id)
-        if cv is not None:
-            cv.time_override = time
-            cv.worker.request(moving=True)
+        cv.time_override = time
+        cv.worker.request(moving=True)
 
     def _clear_time_overrides(self) -> None:
         for cv in self.clients.values():

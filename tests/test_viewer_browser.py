@@ -382,6 +382,23 @@ def _button(text: str) -> str:
     return f'[...document.querySelectorAll("button")].find(b => b.textContent.trim() == "{text}")'
 
 
+def click_button(browser: Chromium, text: str, timeout: float = 10.0) -> None:
+    """Scroll the GUI panel to a button, wait until it stops moving and nothing covers its centre, then click it."""
+    button = _button(text)
+    browser.eval(f"{button}.scrollIntoView({{block: 'center'}})")
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        x, y = browser.centre_of(button)
+        on_top = browser.eval(f"(() => {{ const e = document.elementFromPoint({x}, {y}); return !!e && e.closest('button') === {button}; }})()")
+        if (x, y) == last and on_top:
+            browser.click(x, y)
+            return
+        last = (x, y)
+        time.sleep(0.2)
+    raise TimeoutError(f"button {text!r} never became clickable")
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser_camera_path_add_save_render(run, tmp_path):
@@ -414,8 +431,7 @@ def test_browser_camera_path_add_save_render(run, tmp_path):
             deadline = time.monotonic() + 10
             while np.abs(np.asarray(cv.client.camera.position) - c2w[:3, 3]).max() > 1e-3 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            browser.eval(f"{_button('Add keyframe')}.scrollIntoView({{block: 'center'}})")
-            browser.click(*browser.centre_of(_button("Add keyframe")))
+            click_button(browser, "Add keyframe")
             deadline = time.monotonic() + 10
             while len(panel.keyframes()) < i + 1 and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -424,8 +440,7 @@ def test_browser_camera_path_add_save_render(run, tmp_path):
         browser.wait_for('document.body.innerText.includes("3 keyframes")')
         browser.screenshot(shots / "viewer_camera_path.png")
 
-        browser.eval(f"{_button('Save path')}.scrollIntoView({{block: 'center'}})")
-        browser.click(*browser.centre_of(_button("Save path")))
+        click_button(browser, "Save path")
         file = Path(run.run_dir) / "camera_paths" / "browser-tour.json"
         deadline = time.monotonic() + 10
         while not file.exists() and time.monotonic() < deadline:
@@ -433,8 +448,7 @@ def test_browser_camera_path_add_save_render(run, tmp_path):
         saved = read_camera_path(file)
         assert len(saved.path.keyframes) == 3 and len(saved.frames) == 6 and (saved.width, saved.height) == (48, 36)
 
-        browser.eval(f"{_button('Render video')}.scrollIntoView({{block: 'center'}})")
-        browser.click(*browser.centre_of(_button("Render video")))
+        click_button(browser, "Render video")
         video = Path(run.run_dir) / "renders" / "browser-tour" / "browser-tour.mp4"
         deadline = time.monotonic() + 120
         while not panel.status.content.startswith("wrote") and time.monotonic() < deadline:

@@ -127,6 +127,15 @@ def test_preview_moves_one_browser_only(app):
         np.testing.assert_allclose(client.camera.position, f.camtoworlds[0, :3, 3])
         app.render_panel.time.value = 0.3  # touching the time slider ends the preview's own time
         assert cv.time_override is None
+        # "Play preview" moves along the path in the browser that ticked it.
+        p._preview_client = client
+        p.preview.value = 0.0
+        start = tuple(client.camera.position)
+        p.play.value = True
+        time.sleep(0.6)
+        p.play.value = False
+        assert 0.05 < p.preview.value < 0.5 and cv.time_override == pytest.approx(p.preview.value, abs=0.05)
+        assert tuple(client.camera.position) != start
     finally:
         app._clients.pop(7)
 

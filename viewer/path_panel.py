@@ -60,6 +60,7 @@ class CameraPathPanel:
         self.job: RenderJob | None = None
         self._lock = threading.RLock()
         self._syncing = False  # set while the panel writes its own controls (their callbacks must not edit)
+        self._advancing = False  # set while the play thread moves the preview slider
         self._nodes: list = []
         self._preview_client = None
         self._stop = threading.Event()
@@ -215,11 +216,11 @@ class CameraPathPanel:
             if self.play.value and len(self.path.keyframes) >= 2:
                 frac = float(self.preview.value) + (now - last) / max(float(self.seconds.value), 0.1)
                 frac = frac % 1.0 if self.loop.value or frac <= 1.0 else 0.0
-                self._syncing = True
+                self._advancing = True  # its own flag: a user's edit on another thread must not be ignored meanwhile
                 try:
                     self.preview.value = round(frac, 3)
                 finally:
-                    self._syncing = False
+                    self._advancing = False
                 self.show_preview(self._preview_client, frac)
             last = now
 
@@ -335,7 +336,7 @@ class CameraPathPanel:
 
         @self.preview.on_update
         def _(event) -> None:
-            if self._syncing:
+            if self._syncing or self._advancing:
                 return
             if event.client is not None:
                 self._preview_client = event.client

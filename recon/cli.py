@@ -27,7 +27,7 @@ USAGE = """usage: recon [--debug] COMMAND [ARGS]
 commands:
   train     train a method on a data folder (or a built-in demo scene)
   eval      metrics of a run on its test split (or another folder in the same frame)
-  render    render a run's test views or an orbit to PNGs and an MP4
+  render    render a run's test views, an orbit or a camera path to MP4 (and PNGs)
   export    export a run (Gaussian PLY / .splat, meshes, frames)
   view      open a run in the browser viewer
   data      inspect a data folder: recon data info DATA
@@ -64,19 +64,37 @@ class EvalArgs:
 class RenderArgs:
     run: tyro.conf.Positional[Path]
     """Run directory."""
+    camera_path: Optional[Path] = None
+    """Render along a camera path file: nerfstudio's camera_path.json format, as the viewer's Camera path panel
+    (or nerfstudio's viewer) saves it. Writes one MP4 with the outputs side by side."""
     split: Optional[str] = None
-    """Render the frames of this split (default: test, unless --path is given)."""
+    """Render the frames of this split (default: test, unless --path or --camera-path is given)."""
     path: Optional[Literal["orbit"]] = None
-    """Render a camera path instead: orbit (around the scene, at the training cameras' mean height)."""
+    """Render a generated path instead: orbit (around the scene, at the training cameras' mean height)."""
     frames: int = 60
-    """Number of frames of a camera path."""
+    """Number of frames of --path orbit and --time-sweep."""
     time_sweep: bool = False
     """Dynamic runs: sweep time from 0 to 1 (from a fixed test camera, or along the orbit with --path orbit)."""
     output: Optional[Path] = None
-    """Output folder (default: RUN/renders/<split or path>)."""
+    """Output folder (default: RUN/renders/<split, path, or the camera path file's name>)."""
     outputs: tuple[str, ...] = ("rgb",)
-    """Outputs to write (any the method offers: rgb, depth, alpha, normal ...)."""
-    fps: int = 24
+    """Outputs to write (any the method offers: rgb, depth, alpha, normal ...); several go side by side in a camera
+    path's video."""
+    resolution: Optional[tuple[int, int]] = None
+    """WIDTH HEIGHT of the frames (default: the camera path's render_width and render_height, or the first training
+    camera's size for --path orbit)."""
+    fps: Optional[float] = None
+    """Frames per second of the video (default: the camera path's, else 24). A camera path is re-sampled from its
+    keyframes when this or --seconds differ from the file."""
+    seconds: Optional[float] = None
+    """Duration of a camera path's video (default: the file's)."""
+    png: bool = False
+    """Camera paths: also write every frame as PNG (split views and the orbit always do)."""
+    transform: Optional[Path] = None
+    """A nerfstudio dataparser_transforms.json: the camera path's poses are in that nerfstudio frame rather than in
+    the run's data frame."""
+    progress: Literal["bar", "lines"] = "bar"
+    """Progress display: a bar with ETA, or one plain line per frame (for logs)."""
     device: str = "auto"
 
 
@@ -241,9 +259,15 @@ def cmd_render(argv: list[str]) -> int:
     from recon.engine.run import load_run
     from recon.export.render import render_run
 
-    args = parse(RenderArgs, argv, prog="recon render", description="Render a run to PNGs and an MP4.")
+    args = parse(RenderArgs, argv, prog="recon render", description="Render a run's views, an orbit or a camera path to MP4 (and PNGs).")
+    if args.camera_path is not None:
+        from recon.camera_path import read_camera_path
+
+        read_camera_path(args.camera_path)  # a bad file is reported before the run is loaded
     run = load_run(args.run, device=args.device)
-    out = render_run(run, split=args.split, path=args.path, frames=args.frames, time_sweep=args.time_sweep, output=args.output, outputs=args.outputs, fps=args.fps, console=console)
+    out = render_run(run, split=args.split, path=args.path, frames=args.frames, time_sweep=args.time_sweep, output=args.output,
+                     outputs=args.outputs, fps=args.fps, console=console, camera_path=args.camera_path, resolution=args.resolution,
+                     seconds=args.seconds, png=args.png, transform=args.transform, progress=args.progress)
     print(out)
     return 0
 

@@ -11,6 +11,15 @@ own threads count) is reported alongside as a load-independent measure.
 Also measures one viewer render at the default resolution, from which the cost with one browser connected
 follows (one render per "Update view every" interval, holding the training lock): render / (interval + render).
 Target: <= 10 % cost with no client connected.
+
+``--clients 1 4`` measures something else: how the viewer of a finished run (``recon view RUN``, in its own
+process) serves several browsers at once. Each headless client speaks viser's websocket protocol, reports a
+1024x768 canvas and moves its camera along its own orbit, sending the next pose as soon as a frame arrives (so the
+viewer renders at "Res. while moving"); frames per second are counted per client. With several clients, one of
+them also edits a camera path (clicks "Add keyframe" once a second) while the others look around. At the end a
+client drops its connection in the middle of a render and a new one must still get a frame.
+
+    .venv/bin/python scripts/bench_viewer.py --clients 1 4 --seconds 20      # writes bench_results/viewer_clients.json
 """
 
 from __future__ import annotations
@@ -101,6 +110,113 @@ def render_cost(method, scene) -> float:
     return statistics.median(ts)
 
 
+def results_table(title: str, first: str, *numbers: str) -> Table:
+    """A rich table: a label column, then right-aligned number columns."""
+    table = Table(title=title)
+    table.add_column(first)
+    for name in numbers:
+        table.add_column(name, justify="right")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------- many clients
+async def headless_client(port: int, index: int, seconds: float, warmup: float, editor: bool = False, drop: bool = False) -> dict:
+    """One browser: orbit the camera, count background frames; optionally click "Add keyframe" every second, or
+    drop the connection right after asking for a frame."""
+    import asyncio
+
+    import numpy as np
+
+    from recon.cameras import look_at
+    from recon.viewer.headless import HeadlessClient
+
+    def camera(angle: float) -> np.ndarray:
+        return look_at(np.array([3.0 * np.cos(angle), 3.0 * np.sin(angle), 1.2]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
+
+    async with HeadlessClient(port) as c:
+        angle = 0.3 * index
+        await c.look(camera(angle))
+        if drop:
+            await asyncio.sleep(0.05)  # the render has started: leave without a goodbye
+            c.abort()
+            return {"dropped": True}
+        t0 = time.perf_counter()
+        next_click = t0 + warmup
+        clicks = 0
+        while time.perf_counter() - t0 < warmup + seconds:
+            await c.next_frame(10.0)
+            angle += 0.02
+            await c.look(camera(angle))
+            if editor and time.perf_counter() >= next_click and await c.click("Add keyframe"):
+                clicks += 1
+                next_click += 1.0
+        await asyncio.sleep(0.5)  # let the last GUI updates arrive
+    window = [t for t in c.frames if t0 + warmup <= t <= t0 + warmup + seconds]
+    # The Camera path panel's status line starts with the number of keyframes.
+    seen = max((int(m.split(" ")[0]) for m in c.markdown if " keyframe" in m and m.split(" ")[0].isdigit()), default=0)
+    return {"client": index, "editor": editor, "frames": len(window), "fps": len(window) / seconds, "keyframe_clicks": clicks, "keyframes_seen": seen}
+
+
+def bench_clients(args, console) -> None:
+    """Frame rate per client with N headless clients on one ``recon view`` server."""
+    import asyncio
+    import os
+    import subprocess
+
+    run_dir = args.run
+    tmp = None
+    if run_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-viewer-clients-")
+        r = subprocess.run([sys.executable, "-m", "recon.cli", "train", "--method", "gs", args.data, "--max-steps", "100", "--output-dir", tmp.name, "--trainer.no-eval-at-end"],
+                           capture_output=True, text=True, check=True)
+        run_dir = Path(r.stdout.strip().splitlines()[-1])
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads > 0 else {})}
+    server = subprocess.Popen([sys.executable, "-m", "recon.cli", "view", str(run_dir), "--port", str(args.port), "--device", "cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    rows, result = [], {"benchmark": "viewer_clients", "run": str(run_dir), "seconds": args.seconds, "canvas": [1024, 768], "results": {}}
+    try:
+        for line in server.stderr:
+            if "Ctrl-C to stop" in line:
+                break
+        for n in args.clients:
+
+            async def many(n=n):
+                return await asyncio.gather(*(headless_client(args.port, i, args.seconds, 3.0, editor=(n > 1 and i == 0)) for i in range(n)))
+
+            res = asyncio.run(many())
+            fps = [r["fps"] for r in res]
+            result["results"][str(n)] = res
+            rows.append((n, fps, res))
+            console.print(f"  {n} client(s): " + ", ".join(f"{f:.1f}" for f in fps) + " frames/s")
+
+        async def drop_then_new():
+            await headless_client(args.port, 9, 0.0, 0.0, drop=True)
+            return await headless_client(args.port, 10, 3.0, 0.0)
+
+        after = asyncio.run(drop_then_new())
+        result["after_drop"] = {"frames": after["frames"], "server_alive": server.poll() is None}
+    finally:
+        server.terminate()
+        err = server.communicate(timeout=30)[1]
+        if tmp is not None:
+            tmp.cleanup()
+    result["after_drop"]["server_traceback"] = "Traceback" in err
+    table = results_table(f"Viewer frames per second per client (gs, {args.data}, CPU, moving camera, 1024x768 canvas)",
+                          "clients", "fps per client", "mean", "total", "path editing")
+    for n, fps, res in rows:
+        ed = next((r for r in res if r["editor"]), None)
+        table.add_row(str(n), " ".join(f"{f:.1f}" for f in fps), f"{statistics.mean(fps):.1f}", f"{sum(fps):.1f}",
+                      f"{ed['keyframes_seen']} keyframes from {ed['keyframe_clicks']} clicks" if ed else "-")
+    console.print(table)
+    d = result["after_drop"]
+    console.print(f"client dropped mid-render: server alive {d['server_alive']}, new client got {d['frames']} frames in 3 s, traceback on the server: {d['server_traceback']}")
+    result.update(machine=platform.platform(), cpu_count=os.cpu_count(), python=platform.python_version(), torch=torch.__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    out = args.out.with_name("viewer_clients.json") if args.out.name == "viewer.json" else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="demo:static")
@@ -111,8 +227,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (0: torch's default). One thread makes "
                     "the comparison far less sensitive to other processes on a shared machine")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "viewer.json")
+    ap.add_argument("--clients", type=int, nargs="+", help="measure frames/s per client with these numbers of headless clients instead")
+    ap.add_argument("--seconds", type=float, default=20.0, help="--clients: measuring time per configuration")
+    ap.add_argument("--run", type=Path, help="--clients: the run to view (default: train gs on --data for 100 steps)")
     args = ap.parse_args()
     console = Console()
+    if args.clients:
+        bench_clients(args, console)
+        return
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -141,12 +263,8 @@ def main() -> None:
     interval = 1.0  # the live viewer's default "Update view every (s)"
     client_cost = render_s / (interval + render_s)
 
-    table = Table(title=f"Live viewer cost on training (gs, {scene.name}, {args.steps} steps x {args.repeats} runs each, CPU)")
-    table.add_column("configuration")
-    table.add_column("best steps/s", justify="right")
-    table.add_column("all runs (steps/s)", justify="right")
-    table.add_column("CPU ms/step (median)", justify="right")
-    table.add_column("vs no viewer", justify="right")
+    table = results_table(f"Live viewer cost on training (gs, {scene.name}, {args.steps} steps x {args.repeats} runs each, CPU)",
+                          "configuration", "best steps/s", "all runs (steps/s)", "CPU ms/step (median)", "vs no viewer")
     table.add_row("no viewer", f"{base:.2f}", " ".join(f"{v:.2f}" for v in runs[names[0]]), f"{cpu_base:.1f}", "1.000")
     table.add_row("viewer attached, no client", f"{live:.2f}", " ".join(f"{v:.2f}" for v in runs[names[1]]), f"{cpu_live:.1f}", f"{live / base:.3f}")
     table.add_row("one client (estimate)", f"{base * (1 - client_cost):.2f}", f"render {render_s * 1000:.0f} ms every {interval:g} s", "", f"{1 - client_cost:.3f}")

@@ -378,6 +378,90 @@ def test_browser_live_training_pause_and_follow(run, tmp_path):
         run.method.eval()
 
 
+def _button(text: str) -> str:
+    return f'[...document.querySelectorAll("button")].find(b => b.textContent.trim() == "{text}")'
+
+
+def click_button(browser: Chromium, text: str, timeout: float = 10.0) -> None:
+    """Scroll the GUI panel to a button, wait until it stops moving and nothing covers its centre, then click it."""
+    button = _button(text)
+    browser.eval(f"{button}.scrollIntoView({{block: 'center'}})")
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        x, y = browser.centre_of(button)
+        on_top = browser.eval(f"(() => {{ const e = document.elementFromPoint({x}, {y}); return !!e && e.closest('button') === {button}; }})()")
+        if (x, y) == last and on_top:
+            browser.click(x, y)
+            return
+        last = (x, y)
+        time.sleep(0.2)
+    raise TimeoutError(f"button {text!r} never became clickable")
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_camera_path_add_save_render(run, tmp_path):
+    """The Camera path panel driven by real clicks: three keyframes added from three views, the path saved in
+    nerfstudio's format, and "Render video" writes an MP4 of the path's frame count and size."""
+    import imageio.v3 as iio
+    from rich.console import Console
+
+    from recon.camera_path import read_camera_path
+    from recon.cameras import look_at
+    from recon.viewer.app import ViewerApp
+
+    if not (Path(run.run_dir) / "config.yaml").exists():
+        pytest.skip("the run was made in memory (demo scenes unavailable)")
+    shots = Path(os.environ.get("RECON_VIEWER_SHOTS", tmp_path))
+    app = ViewerApp(run.method, run.scene, port=free_port(), console=Console(stderr=True, width=200), run_dir=run.run_dir, transform=run.transform)
+    browser = None
+    panel = app.path_panel
+    try:
+        browser = Chromium.start()
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
+        browser.wait_for(f"!!{_button('Add keyframe')}")
+        cv = settled_frame(app)
+        panel.seconds.value, panel.fps.value, panel.width.value, panel.height.value = 1.5, 4.0, 48, 36
+        panel.name.value = "browser-tour"
+        target = np.zeros(3)
+        for i, angle in enumerate((0.0, 0.6, 1.2)):
+            c2w = look_at(np.array([3.0 * np.cos(angle), 3.0 * np.sin(angle), 1.0]), target, np.array([0.0, 0.0, 1.0]))
+            app.preview_camera(cv.client, c2w, 45.0 + 5 * i, None)  # move this browser's camera
+            deadline = time.monotonic() + 10
+            while np.abs(np.asarray(cv.client.camera.position) - c2w[:3, 3]).max() > 1e-3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            click_button(browser, "Add keyframe")
+            deadline = time.monotonic() + 10
+            while len(panel.keyframes()) < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(panel.keyframes()) == i + 1, "the click did not add a keyframe"
+            np.testing.assert_allclose(panel.keyframes()[i].camtoworld[:3, 3], c2w[:3, 3], atol=1e-3)
+        browser.wait_for('document.body.innerText.includes("3 keyframes")')
+        browser.screenshot(shots / "viewer_camera_path.png")
+
+        click_button(browser, "Save path")
+        file = Path(run.run_dir) / "camera_paths" / "browser-tour.json"
+        deadline = time.monotonic() + 10
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        saved = read_camera_path(file)
+        assert len(saved.path.keyframes) == 3 and len(saved.frames) == 6 and (saved.width, saved.height) == (48, 36)
+
+        click_button(browser, "Render video")
+        video = Path(run.run_dir) / "renders" / "browser-tour" / "browser-tour.mp4"
+        deadline = time.monotonic() + 120
+        while not panel.status.content.startswith("wrote") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert panel.status.content == f"wrote {video}", panel.status.content
+        assert iio.imread(video).shape == (6, 36, 48, 3)
+        browser.wait_for('document.body.innerText.includes("browser-tour.mp4")')
+    finally:
+        if browser is not None:
+            browser.close()
+        app.close()
+
+
 @pytest.fixture(scope="module")
 def dynamic_run(tmp_path_factory):
     """A short swift4d run on the built-in dynamic demo (every dynamic Gaussian method must show its time slider)."""

@@ -7,7 +7,8 @@
   ``viewer_options()``, ``capabilities.gaussians`` / ``.mesh``);
 - every connected browser gets a :class:`~.worker.RenderWorker` thread that renders its camera on demand through
   :class:`~.render.ViewRenderer` and shows the result as the scene's background image;
-- :mod:`.scene_nodes` adds the training cameras (click to jump), client-side splats and meshes.
+- :mod:`.scene_nodes` adds the training cameras (click to jump), client-side splats and meshes;
+- :mod:`.path_panel` edits, previews, saves and renders camera paths (:mod:`recon.camera_path`).
 
 Callbacks from viser never render; they ask a worker for a new frame and return.
 """
@@ -20,7 +21,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ from rich.console import Console
 
 from .camera import ViewCamera, from_camtoworld, look_at_point, scene_up, vertical_fov
 from .gui import MetricsPanel, RenderPanel, TrainingPanel, ViewPanel
+from .path_panel import CameraPathPanel
 from .render import ViewRenderer
-from .scene_nodes import MeshNode, SplatNode, TrainingCameras
+from .scene_nodes import MeshNode, SplatNode, TrainingCameras, camera_extent
 from .server import start_server, stop_server
 from .worker import Frame, RenderWorker
 
@@ -46,6 +48,7 @@ class ClientView:
     last_frame: Frame | None = None
     last_view: ViewCamera | None = None
     full_frames: int = 0  # full-resolution frames published (tests wait on this)
+    time_override: float | None = None  # this browser previews a camera path at its own time
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -61,6 +64,9 @@ class ViewerApp:
         lock: lock held around every use of the method (shared with the training step when live).
         max_side: initial full-size render resolution (default: 1024 on CUDA, 512 on CPU).
         on_pause: when given, a training panel with a pause/resume button is shown; called with the new state.
+        run_dir: the run on disk (camera paths are saved in RUN/camera_paths and rendered from it); None: paths
+            can only be downloaded.
+        transform: the run's :class:`~recon.data.normalize.SceneTransform` (camera path files hold the data frame).
     """
 
     def __init__(
@@ -76,6 +82,8 @@ class ViewerApp:
         max_side: int | None = None,
         on_pause=None,
         label: str = "recon",
+        run_dir: Path | None = None,
+        transform=None,
     ):
         self.method = method
         self.scene = scene
@@ -121,6 +129,24 @@ class ViewerApp:
             has_depth="depth" in self.renderer.outputs,
         )
         self.training_cameras = TrainingCameras(self.server, scene, self.jump_to_camera)
+        identity = lambda c2w: c2w  # noqa: E731
+        first_w, first_h = int(cams.widths[first]), int(cams.heights[first])
+        self.path_panel = CameraPathPanel(
+            self.server,
+            is_dynamic=method.is_dynamic,
+            scale=0.05 * camera_extent(scene),
+            get_time=lambda: self.render_panel.settings().time,
+            on_preview=self.preview_camera,
+            path_dir=None if run_dir is None else Path(run_dir) / "camera_paths",
+            to_file=identity if transform is None else transform.invert_camtoworlds,
+            from_file=identity if transform is None else transform.apply_camtoworlds,
+            run_dir=None if run_dir is None else Path(run_dir),
+            device=method.device_.type,
+            output=lambda: str(self.render_panel.output.value),
+            initial_size=(first_w + first_w % 2, first_h + first_h % 2),
+        )
+        if self.render_panel.time is not None:  # moving the time slider ends every browser's path preview
+            self.render_panel.time.on_update(lambda _e: self._clear_time_overrides())
         self.splats = SplatNode(self.server)
         self.mesh = MeshNode(self.server)
         # Sending splats can take a moment for large models: a latest-wins job thread, like the render workers.
@@ -150,6 +176,7 @@ class ViewerApp:
             cv = self._clients.pop(client.client_id, None)
         if cv is not None:
             cv.worker.stop(timeout=0.0)
+        self.path_panel.forget_client(client.client_id)
 
     @property
     def clients(self) -> dict[int, ClientView]:
@@ -175,7 +202,10 @@ class ViewerApp:
         # Never render far beyond what the canvas can show (2x covers high-DPI screens).
         side = min(side, 2 * max(view.width, view.height))
         occlude = self.view_panel.occlude is not None and bool(self.view_panel.occlude.value)
-        image, depth = self.renderer.render_with_depth(view, side, panel.settings(), depth=occlude)
+        settings = panel.settings()
+        if cv.time_override is not None and settings.time is not None:
+            settings = replace(settings, time=cv.time_override)
+        image, depth = self.renderer.render_with_depth(view, side, settings, depth=occlude)
         cv.last_view = view
         return Frame(image=image, low=low, seconds=0.0, depth=depth)
 
@@ -211,6 +241,27 @@ class ViewerApp:
             client.camera.fov = vertical_fov(cams, index)
         if cams.times is not None and self.render_panel.time is not None:
             self.render_panel.time.value = float(cams.times[index])
+
+    def preview_camera(self, client, camtoworld: np.ndarray, fov_deg: float, time: float | None) -> None:
+        """Put ``client``'s camera on a camera path's pose (and, for dynamic scenes, render it at ``time``; the
+        other browsers keep their own view and the panel's time)."""
+        cv = self.clients.get(client.client_id)
+        if cv is None:  # the browser left: nothing to preview
+            return
+        wxyz, pos = from_camtoworld(camtoworld)
+        try:
+            with client.atomic():
+                client.camera.wxyz = wxyz
+                client.camera.position = pos
+                client.camera.fov = math.radians(fov_deg)
+        except Exception:  # the browser left meanwhile: nothing to preview
+            return
+        cv.time_override = time
+        cv.worker.request(moving=True)
+
+    def _clear_time_overrides(self) -> None:
+        for cv in self.clients.values():
+            cv.time_override = None
 
     def _report_error(self, tb: str, client=None) -> None:
         last = tb.strip().splitlines()[-1]
@@ -326,6 +377,7 @@ class ViewerApp:
             cv.worker.stop(timeout=2.0)
         self._splat_job.stop(timeout=2.0)
         self.training_cameras.close()
+        self.path_panel.close()
         self.render_panel.close()
         stop_server(self.server)
 
@@ -352,7 +404,8 @@ def serve_run(run, host: str = "127.0.0.1", port: int = 7007, console: Console |
     console = console or Console(stderr=True)
     app = None
     try:
-        app = ViewerApp(run.method, run.scene, host=host, port=port, console=console, output_dir=Path(run.run_dir) / "renders" / "viewer", label=f"recon · {run.method.name}")
+        app = ViewerApp(run.method, run.scene, host=host, port=port, console=console, output_dir=Path(run.run_dir) / "renders" / "viewer", label=f"recon · {run.method.name}",
+                        run_dir=Path(run.run_dir), transform=run.transform)
         MetricsPanel(app.server.gui, run.run_dir)
         console.print(f"[bold]viewer[/]: {run.method.name} on {run.scene.name}, step {run.step}; Ctrl-C to stop")
         while True:

@@ -46,18 +46,39 @@ def colormap(values, vmin: float | None = None, vmax: float | None = None, name:
     return torch.from_numpy(rgb.astype(np.float32))
 
 
-def write_video(frames: Sequence, path: Path, fps: int = 24) -> None:
-    """Write [H, W, 3] float frames as an H.264 MP4 (sizes padded to even numbers for the encoder)."""
-    import imageio.v2 as iio2
+class VideoWriter:
+    """An H.264 MP4 written frame by frame (frames are [H, W, 3] floats in [0, 1]; odd sizes are padded to even
+    numbers for the encoder). Use as a context manager; ``frames`` counts what was written."""
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with iio2.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error") as w:
+    def __init__(self, path: Path, fps: float = 24):
+        import imageio.v2 as iio2
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+        self._writer = iio2.get_writer(self.path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
+
+    def append(self, frame) -> None:
+        img = to_uint8(frame)
+        h, w = img.shape[:2]
+        self._writer.append_data(np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge"))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(frames: Sequence, path: Path, fps: float = 24) -> None:
+    """Write [H, W, 3] float frames as an H.264 MP4 (sizes padded to even numbers for the encoder)."""
+    with VideoWriter(path, fps) as w:
         for f in frames:
-            img = to_uint8(f)
-            h, w_ = img.shape[:2]
-            img = np.pad(img, ((0, h % 2), (0, w_ % 2), (0, 0)), mode="edge")
-            w.append_data(img)
+            w.append(f)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -80,10 +80,32 @@ class Swift4DConfig(GaussianConfig, MethodConfig):
     """Cap on the field's time resolution (cells along t at every level); 0 = auto: the number of distinct training
     times for multi-view video (finer cells cannot be supervised), and that number / ``mono_views_per_time_cell``
     for monocular data."""
+    time_base_resolution: int = 0
+    """Cells along t at the coarsest level of the field (doubling per level up to the time resolution above);
+    0 = auto: 1 for multi-view video, the reference's 16 (the spatial axes' schedule) for monocular data. With
+    every level at one cell per frame, as in the reference, the field's deltas at a time no view has shown yet are
+    whatever its untrained table entries give; coarse time levels interpolate, and hence extrapolate, the motion of
+    the times already learnt, so an object that travels is followed instead of faded (``time_ramp``)."""
     mono_views_per_time_cell: int = 4
     """Monocular data: training views that share one time cell of the field (auto ``time_resolution``). With one
     camera per time, a cell per frame lets the field fit each view on its own (no multi-view constraint: on D-NeRF
     lego 1 dB lower val PSNR at a higher train PSNR)."""
+    time_ramp: float = 0.5
+    """Multi-view video: share of the spatio-temporal stage over which the times it trains on grow from the canonical
+    frame's to the whole clip (0: every time from the start). The canonical Gaussians sit where things were at
+    frame 0; an object that travels further than its own size has no overlap between where it is rendered and
+    where it is seen at a distant time, so photometric gradients cannot pull it there and the field fades it out
+    instead. Growing the window a frame at a time keeps the next time's target overlapping the motion learnt so
+    far, and the field's coarse time levels (``time_base_resolution``) carry that motion into the next frame.
+    While the window grows, one of each step's views shows its newest time (the others replay the times before)
+    and the field's learning rate holds at ``field_lr``; it decays over the rest of the stage."""
+    opaque_background: str = "random"
+    """What the renders of opaque training images (video: every pixel sees the scene) are composited over:
+    ``random`` (a new colour each step) or ``data`` (the scene's background colour). The target does not depend on
+    it, so a random one leaves no pixel that the model may cover with half-transparent Gaussians over a backdrop
+    of the right colour; on the sparse camera rigs of multi-view video such a film is invisible from the training
+    cameras and shows as a colour cast of the backdrop's hue from an unseen one. (RGBA data follows the trainer's
+    ``--trainer.background``.)"""
     time_smoothness: float = 0.0
     """Weight of a temporal-smoothness term on the field (fine stage; multi-view video): the squared second
     difference of its geometric deltas over one time cell, at a random time. It penalises acceleration, not motion.

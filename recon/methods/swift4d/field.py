@@ -29,12 +29,19 @@ class DeformationField(nn.Module):
         log2_hashmap_size: rows per hashed level (log2).
         time_resolution: cap on the time axis' resolution (None: the same geometric schedule as xyz).
         appearance: also the Δopacity and ΔSH heads (else geometry only: no ``opacity`` / ``sh`` outputs).
+        time_base_resolution: cells along t at the coarsest level (None: the reference's 16, as for x, y, z); the
+            time axis then doubles per level up to ``time_resolution``.
     """
 
-    def __init__(self, sh_coeffs: int, log2_hashmap_size: int = 15, time_resolution: int | None = None, appearance: bool = True):
+    def __init__(self, sh_coeffs: int, log2_hashmap_size: int = 15, time_resolution: int | None = None, appearance: bool = True,
+                 time_base_resolution: int | None = None):
         super().__init__()
         cap = None if time_resolution is None else (1e9, 1e9, 1e9, float(max(time_resolution, 1)))
-        self.encoding = HashGridEncoding(**GRID, log2_hashmap_size=log2_hashmap_size, max_resolution=cap)
+        grid = dict(GRID)
+        if time_base_resolution is not None:
+            b = float(GRID["base_resolution"])
+            grid["base_resolution"] = (b, b, b, float(max(time_base_resolution, 1)))
+        self.encoding = HashGridEncoding(**grid, log2_hashmap_size=log2_hashmap_size, max_resolution=cap)
         heads = dict(GEOMETRY_HEADS)
         if appearance:
             heads.update({"opacity": 1, "sh": sh_coeffs * 3})

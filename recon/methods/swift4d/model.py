@@ -37,6 +37,7 @@ keeps the still part of the scene one surface deep (not in the paper; see the se
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Sequence
 
@@ -115,6 +116,8 @@ class Swift4D(Method):
         self.stages = Stages.of(config, max_steps, self.layout_steps)
         self.appearance_deltas = _on_off_auto("appearance-deltas", config.appearance_deltas, auto=self.multiview)
         self.use_distortion = _on_off_auto("distortion", config.distortion, auto=not self.multiview)
+        if config.opaque_background not in ("random", "data"):
+            raise ReconError(f"--model.opaque-background must be random or data (got {config.opaque_background!r})")
         self.field = self._make_field(config.log2_hashmap_size)
         self._field_opt: torch.optim.Optimizer | None = None
         self._masks: dict[int, Tensor] | None = None  # view index -> bool [H, W] (d-score and fine stage; checkpointed)
@@ -158,7 +161,8 @@ class Swift4D(Method):
 
     def _make_field(self, log2: int) -> DeformationField:
         cap = self.time_cells()
-        return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas).to(self.device_)
+        base = self.config.time_base_resolution or (1 if self.multiview else None)
+        return DeformationField((self.config.sh_degree + 1) ** 2, log2, cap, self.appearance_deltas, base).to(self.device_)
 
     # ---------------------------------------------------------------- setup
     def setup(self, scene: SceneData) -> None:
@@ -249,7 +253,7 @@ class Swift4D(Method):
         inp = torch.cat([torch.cat([x, x.new_full((M, 1), t)], 1) for t in ts], 0)  # [T*M, 4]
         return self.field(inp)
 
-    def _time_smoothness(self, rng: np.random.Generator) -> Tensor:
+    def _time_smoothness(self, rng: np.random.Generator, window: float | None = None) -> Tensor:
         """Second difference of the geometric deltas over one time cell h, at a random time t of the training range:
         mean over the deformed Gaussians of |Δ(t-h) - 2Δ(t) + Δ(t+h)|^2, with Δxyz in units of the field's box,
         the scale as its factor exp(Δlog-scale) (a hidden Gaussian's log-scale wanders between -6 and -14 without
@@ -267,7 +271,8 @@ class Swift4D(Method):
         h = min(1.0 / max(self.time_cells() or 1, 1), (hi - lo) / 2)
         if ids.numel() == 0 or h <= 0:
             return self.splats["means"].new_zeros(())
-        t = float(rng.uniform(lo + h, hi - h))
+        top = hi - h if window is None else min(max(window + h, lo + h), hi - h)
+        t = float(rng.uniform(lo + h, top))
         d = self._field_at(ids, [t - h, t, t + h])
         M = ids.numel()
         box = (self.box_max - self.box_min).clamp_min(1e-9)
@@ -310,21 +315,30 @@ class Swift4D(Method):
         cfg = self.config
         self.splats.schedule_means_lr(step, self.max_steps)
         if stage == "fine":
-            k, n = step - self.stages.dscore_end, max(self.max_steps - self.stages.dscore_end, 1)
+            # The field learns at its full rate while the time window grows, then decays.
+            start = self.stages.dscore_end + self.ramp_steps()
+            k, n = max(step - start, 0), max(self.max_steps - start, 1)
             set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
         pool = self.canonical_pool if stage == "canonical" else self.train_pool
         rng = self._rng(step)
-        first = batch.index if batch.index in self._pool_set(stage) else int(rng.choice(pool))
+        window = self.time_window(step) if stage == "fine" else None
+        if window is not None:
+            # The newest time of the window is half of what the step sees; the rest replays the times learnt.
+            pool, newest = self._pool_until(window)
+            first = int(rng.choice(newest))
+        else:
+            first = batch.index if batch.index in self._pool_set(stage) else int(rng.choice(pool))
         views = [first] + [int(v) for v in rng.choice(pool, max(cfg.views_per_step - 1, 0))]
         times = [None] * len(views) if stage == "canonical" else [self._views.time(v) for v in views]
         params = self.deformed(times)
         sh = self.splats.active_sh_degree(step)
+        bg = self._train_background(batch, rng)
         loss, infos, rgb0 = 0.0, [], None
         for v, p in zip(views, params):
             cam = self._views.cameras[v]
-            colors, _, info = self.splats.rasterize(cam, batch.background, sh, render_mode="RGB", params=p)
+            colors, _, info = self.splats.rasterize(cam, bg, sh, render_mode="RGB", params=p)
             rgb = colors[0, ..., :3]
-            target = batch.image if v == batch.index else batch.views.image(v, batch.background)
+            target = batch.image if v == batch.index else batch.views.image(v, bg)
             loss = loss + l1_dssim(rgb, target, self.ssim_lambda) / len(views)
             if self.distortion_on(step) and not infos:  # one view per step
                 loss = loss + cfg.distortion_reg * self._still_distortion(v, cam, p, batch.views)
@@ -334,7 +348,7 @@ class Swift4D(Method):
         out = {}
         weight = cfg.time_smoothness if self.multiview else cfg.mono_time_smoothness
         if stage == "fine" and weight > 0:
-            smooth = self._time_smoothness(rng)
+            smooth = self._time_smoothness(rng, window)
             loss = loss + weight * smooth
             out["time_smoothness"] = smooth.detach()
         self._infos = infos
@@ -342,6 +356,39 @@ class Swift4D(Method):
         if views[0] == batch.index:
             out["rgb"] = rgb0.detach()
         return out
+
+    def _train_background(self, batch: Batch, rng: np.random.Generator) -> Tensor:
+        """[3] background of this step's renders (see ``opaque_background``)."""
+        if batch.alpha is not None or self.config.opaque_background == "data":
+            return batch.background
+        return torch.from_numpy(rng.random(3)).to(batch.background)
+
+    def time_window(self, step: int) -> float | None:
+        """Latest time the spatio-temporal stage trains on at ``step`` (None: the whole clip; see ``time_ramp``).
+        It grows linearly from the first training time to the last over the first ``time_ramp`` of the stage."""
+        n = self.ramp_steps()
+        k = step - self.stages.dscore_end
+        if n == 0 or k >= n:
+            return None
+        lo, hi = float(self.time_range[0]), float(self.time_range[1])
+        return lo + (hi - lo) * (k + 1) / n
+
+    def ramp_steps(self) -> int:
+        """Steps of the spatio-temporal stage over which the time window grows (0: none; see ``time_ramp``)."""
+        if not self.multiview or self.config.time_ramp <= 0:
+            return 0
+        return max(int(round(self.config.time_ramp * (self.max_steps - self.stages.dscore_end))), 1)
+
+    def _pool_until(self, window: float) -> tuple[list[int], list[int]]:
+        """Training views whose time is at most ``window``, and those of the latest such time (never empty: the
+        first time's views at least)."""
+        if not hasattr(self, "_by_time"):
+            self._by_time = sorted(self.train_pool, key=self._views.time)
+            self._times_sorted = [self._views.time(v) for v in self._by_time]
+        times = self._times_sorted
+        n = max(bisect.bisect_right(times, window + 1e-6), bisect.bisect_right(times, times[0] + 1e-6))
+        start = bisect.bisect_left(times, times[n - 1] - 1e-6)
+        return self._by_time[:n], self._by_time[start:n]
 
     def distortion_on(self, step: int) -> bool:
         cfg = self.config

@@ -670,3 +670,75 @@ def test_monocular_data_trains_on_plain_l1(monkeypatch):
     assert calls == []  # weight 0: SSIM is skipped, not multiplied by 0
     losses.l1_dssim(a, b, 0.2)
     assert calls == [1]
+
+
+def test_time_window_grows_from_the_canonical_frame_with_its_newest_time_in_every_step():
+    """Multi-view video: the fine stage trains on times up to a window that grows over time_ramp of the stage;
+    each step's first view shows the window's newest time. Monocular data and time_ramp 0 train every time."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    m = Swift4D(Swift4DConfig(), scene, 1000, "cpu")
+    start, n = m.stages.dscore_end, m.ramp_steps()
+    assert n == round(0.5 * (1000 - start))
+    windows = [m.time_window(start + k) for k in range(n)]
+    assert windows[0] < 0.01 and windows == sorted(windows) and windows[-1] == pytest.approx(1.0)
+    assert m.time_window(start + n) is None and m.time_window(999) is None
+    pool, newest = m._pool_until(0.5)
+    assert set(pool) == {v for v in m.train_pool if m._views.time(v) <= 0.5}
+    latest = max(m._views.time(v) for v in pool)
+    assert {m._views.time(v) for v in newest} == {latest} and len(newest) == 7  # the 7 training cameras
+    assert len(m._pool_until(0.0)[0]) == 7  # the first frame's views at least
+    assert Swift4D(Swift4DConfig(time_ramp=0.0), scene, 1000, "cpu").time_window(start) is None
+    mono = Swift4D(Swift4DConfig(), _monocular_demo(), 1000, "cpu")
+    assert mono.ramp_steps() == 0 and mono.time_window(mono.stages.dscore_end) is None
+
+
+def test_field_time_axis_is_multiresolution_for_video():
+    """Video: the time axis doubles from one cell per level up to one cell per frame; monocular data keeps the
+    reference's schedule (the spatial axes' base resolution, capped)."""
+    from recon.demo import load_demo
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    video = Swift4D(Swift4DConfig(), load_demo("dynamic"), 100, "cpu")
+    t_res = [r[3] for r in video.field.encoding.layout.resolutions]
+    assert t_res[:6] == [1, 2, 4, 8, 16, 24] and set(t_res[5:]) == {24}
+    mono = Swift4D(Swift4DConfig(), _monocular_demo(), 100, "cpu")
+    m_res = [r[3] for r in mono.field.encoding.layout.resolutions]
+    assert m_res[0] == min(16, mono.time_cells()) and set(m_res) == {mono.time_cells()}
+
+
+def test_opaque_video_trains_over_random_backgrounds(tmp_path):
+    """Renders of opaque training images are composited over a new random colour each step (``data``: the scene's
+    own), so that no half-transparent film can pass for the backdrop."""
+    from recon.data.normalize import compute_normalization, normalize_scene
+    from recon.demo import load_demo
+    from recon.engine.trainer import Trainer, TrainerConfig
+    from recon.methods.swift4d.model import Swift4D, Swift4DConfig
+
+    scene = load_demo("dynamic")
+    scene = normalize_scene(scene, compute_normalization(scene))
+    sky = torch.tensor(scene.background, dtype=torch.float32)
+    for mode in ("random", "data"):
+        m = Swift4D(Swift4DConfig(init_num_points=500, opaque_background=mode), scene, 4, "cpu")
+        m.setup(scene)
+        seen = []
+        real = m.splats.rasterize
+
+        def spy(camera, background, *a, real=real, seen=seen, **kw):
+            seen.append(None if background is None else background.detach().clone())
+            return real(camera, background, *a, **kw)
+
+        m.splats.rasterize = spy
+        Trainer(TrainerConfig(max_steps=4, log_every=2, image_every=0, checkpoint_every=100, eval_at_end=False), m, scene, tmp_path / mode).train()
+        bgs = [b for b in seen if b is not None]
+        assert bgs
+        if mode == "random":
+            assert not any(torch.allclose(b, sky) for b in bgs) and len({tuple(b.tolist()) for b in bgs}) > 1
+        else:
+            assert all(torch.allclose(b, sky) for b in bgs)
+    from recon.errors import ReconError
+
+    with pytest.raises(ReconError, match="opaque-background must be random or data"):
+        Swift4D(Swift4DConfig(opaque_background="blue"), scene, 4, "cpu")

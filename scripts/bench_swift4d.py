@@ -186,6 +186,7 @@ def main() -> None:
     args = ap.parse_args()
 
     results = {}
+    commit = _commit()  # the code the runs use (taken before they start: the tree may change while they train)
     variants = args.variants.split(",")
     print(f"[bench_swift4d] training {', '.join(variants)} on {args.data} ({'side by side' if args.parallel else 'in turn'}) ...", flush=True)
     runs = _train_all(args.data, variants, args, Path(args.output_dir))
@@ -217,7 +218,7 @@ def main() -> None:
         "parallel": args.parallel,
         "threads_per_run": args.threads,
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "commit": _commit(),
+        "commit": commit,
         "seed": args.seed,
         "variants": results,
         "ratios": ratios,

@@ -145,6 +145,10 @@ class Swift4D(Method):
         if self.multiview:
             self.canonical_pool = [idx[0] for idx in self.frames_per_camera.values()]
             self._camera_of = {i: int(scene.camera_ids[i]) for i in train}
+            # Training views by time, for the growing time window of the fine stage (``_pool_until``).
+            time_of = scene.cameras.times.tolist()
+            self._by_time = sorted(train, key=lambda i: time_of[i])
+            self._times_sorted = [float(time_of[i]) for i in self._by_time]
         else:
             self.canonical_pool = list(train)
 
@@ -323,7 +327,7 @@ class Swift4D(Method):
         rng = self._rng(step)
         window = self.time_window(step) if stage == "fine" else None
         if window is not None:
-            # The newest time of the window is half of what the step sees; the rest replays the times learnt.
+            # One view of the step shows the window's newest time; the others replay the times learnt.
             pool, newest = self._pool_until(window)
             first = int(rng.choice(newest))
         else:
@@ -382,9 +386,6 @@ class Swift4D(Method):
     def _pool_until(self, window: float) -> tuple[list[int], list[int]]:
         """Training views whose time is at most ``window``, and those of the latest such time (never empty: the
         first time's views at least)."""
-        if not hasattr(self, "_by_time"):
-            self._by_time = sorted(self.train_pool, key=self._views.time)
-            self._times_sorted = [self._views.time(v) for v in self._by_time]
         times = self._times_sorted
         n = max(bisect.bisect_right(times, window + 1e-6), bisect.bisect_right(times, times[0] + 1e-6))
         start = bisect.bisect_left(times, times[n - 1] - 1e-6)

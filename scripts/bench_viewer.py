@@ -16,8 +16,9 @@ Target: <= 10 % cost with no client connected.
 process) serves several browsers at once. Each headless client speaks viser's websocket protocol, reports a
 1024x768 canvas and moves its camera along its own orbit, sending the next pose as soon as a frame arrives (so the
 viewer renders at "Res. while moving"); frames per second are counted per client. With several clients, one of
-them also edits a camera path (clicks "Add keyframe" once a second) while the others look around. At the end a
-client drops its connection in the middle of a render and a new one must still get a frame.
+them also edits a camera path (clicks "Add keyframe" once a second) while the others look around, and each client
+picks its own output in its own Render panel (rgb, depth, alpha, rgb, ...). At the end a client drops its connection
+in the middle of a render and a new one must still get a frame.
 
     .venv/bin/python scripts/bench_viewer.py --clients 1 4 --seconds 20      # writes bench_results/viewer_clients.json
 """
@@ -120,9 +121,10 @@ def results_table(title: str, first: str, *numbers: str) -> Table:
 
 
 # ---------------------------------------------------------------------------------------------------- many clients
-async def headless_client(port: int, index: int, seconds: float, warmup: float, editor: bool = False, drop: bool = False) -> dict:
-    """One browser: orbit the camera, count background frames; optionally click "Add keyframe" every second, or
-    drop the connection right after asking for a frame."""
+async def headless_client(port: int, index: int, seconds: float, warmup: float, editor: bool = False, drop: bool = False,
+                          output: str | None = None) -> dict:
+    """One browser: orbit the camera, count background frames; optionally set its own "Output", click "Add
+    keyframe" every second, or drop the connection right after asking for a frame."""
     import asyncio
 
     import numpy as np
@@ -140,6 +142,10 @@ async def headless_client(port: int, index: int, seconds: float, warmup: float, 
             await asyncio.sleep(0.05)  # the render has started: leave without a goodbye
             c.abort()
             return {"dropped": True}
+        output_set = False
+        if output is not None:
+            await c.next_frame(10.0)  # the GUI (its own Render panel) arrived before the first frame
+            output_set = await c.set("Output", output)
         t0 = time.perf_counter()
         next_click = t0 + warmup
         clicks = 0
@@ -154,7 +160,8 @@ async def headless_client(port: int, index: int, seconds: float, warmup: float, 
     window = [t for t in c.frames if t0 + warmup <= t <= t0 + warmup + seconds]
     # The Camera path panel's status line starts with the number of keyframes.
     seen = max((int(m.split(" ")[0]) for m in c.markdown if " keyframe" in m and m.split(" ")[0].isdigit()), default=0)
-    return {"client": index, "editor": editor, "frames": len(window), "fps": len(window) / seconds, "keyframe_clicks": clicks, "keyframes_seen": seen}
+    return {"client": index, "editor": editor, "output": output if output_set else None, "frames": len(window), "fps": len(window) / seconds,
+            "keyframe_clicks": clicks, "keyframes_seen": seen}
 
 
 def bench_clients(args, console) -> None:
@@ -181,13 +188,15 @@ def bench_clients(args, console) -> None:
         for n in args.clients:
 
             async def many(n=n):
-                return await asyncio.gather(*(headless_client(args.port, i, args.seconds, 3.0, editor=(n > 1 and i == 0)) for i in range(n)))
+                outputs = ("rgb", "depth", "alpha")
+                return await asyncio.gather(*(headless_client(args.port, i, args.seconds, 3.0, editor=(n > 1 and i == 0), output=outputs[i % 3] if n > 1 else None)
+                                              for i in range(n)))
 
             res = asyncio.run(many())
             fps = [r["fps"] for r in res]
             result["results"][str(n)] = res
             rows.append((n, fps, res))
-            console.print(f"  {n} client(s): " + ", ".join(f"{f:.1f}" for f in fps) + " frames/s")
+            console.print(f"  {n} client(s): " + ", ".join(f"{f:.1f}" + (f" ({r['output']})" if r["output"] else "") for f, r in zip(fps, res)) + " frames/s")
 
         async def drop_then_new():
             await headless_client(args.port, 9, 0.0, 0.0, drop=True)
@@ -205,7 +214,7 @@ def bench_clients(args, console) -> None:
                           "clients", "fps per client", "mean", "total", "path editing")
     for n, fps, res in rows:
         ed = next((r for r in res if r["editor"]), None)
-        table.add_row(str(n), " ".join(f"{f:.1f}" for f in fps), f"{statistics.mean(fps):.1f}", f"{sum(fps):.1f}",
+        table.add_row(str(n), " ".join(f"{f:.1f}" + (f" ({r['output']})" if r["output"] else "") for f, r in zip(fps, res)), f"{statistics.mean(fps):.1f}", f"{sum(fps):.1f}",
                       f"{ed['keyframes_seen']} keyframes from {ed['keyframe_clicks']} clicks" if ed else "-")
     console.print(table)
     d = result["after_drop"]

@@ -277,12 +277,14 @@ def test_app_gui_drives_render_settings(scene, capsys):
     """The GUI is built from what the method offers, and its values become render keywords."""
     from rich.console import Console
 
-    from recon.viewer.app import ViewerApp
+    from recon.viewer.app import ClientView, ViewerApp
+    from recon.viewer.worker import RenderWorker
 
     m = ProbeMethod()
     app = ViewerApp(m, scene, port=free_port(), console=Console(stderr=True, width=200))
     try:
-        panel = app.render_panel
+        # The panel a browser gets on connecting, built here on the shared GUI (no browser needed).
+        panel = app.attach_panel(ClientView(client=None, worker=RenderWorker(lambda low: None, lambda f: None)), app.server.gui)
         assert tuple(panel.output.options) == m.render_outputs
         assert panel.time is not None and panel.play is not None  # dynamic method: time slider and play
         assert app.view_panel.splats is None and app.view_panel.mesh is None  # neither capability declared -> no toggles
@@ -292,6 +294,7 @@ def test_app_gui_drives_render_settings(scene, capsys):
         s = panel.settings()
         assert s.output == "depth" and s.time == 0.5 and s.options == {"envmap": "studio", "env_rotation": 45.0}
         assert s.background == tuple(scene.background)
+        panel.close()
     finally:
         app.close()
     out = capsys.readouterr()

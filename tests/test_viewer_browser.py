@@ -192,6 +192,16 @@ def settled_frame(app, after: int = 0, timeout: float = 60.0):
     raise TimeoutError("no full-resolution frame reached the browser")
 
 
+def best_quality(app):
+    """The browser's frames at JPEG quality 95 (the pixel comparisons below need it): set it in the browser's own
+    render panel once it has connected, and wait for a frame made with it."""
+    cv = settled_frame(app)
+    n = cv.full_frames
+    cv.panel.jpeg.value = 95
+    cv.worker.request(moving=False)
+    return settled_frame(app, after=n)
+
+
 def view_region(img: np.ndarray) -> tuple[slice, slice]:
     """The part of the canvas no GUI covers: left of the control panel, below the notification toast, above the
     axes logo."""
@@ -218,11 +228,10 @@ def test_browser_shows_model_and_output_switch(run, tmp_path):
     app = ViewerApp(run.method, run.scene, port=free_port(), console=Console(stderr=True, width=200), output_dir=tmp_path / "saved")
     browser = None
     try:
-        app.render_panel.jpeg.value = 95
         browser = Chromium.start()
         browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
         browser.wait_for(f"!!{_label('Output')}")  # the GUI arrived over the websocket: the page is connected
-        cv = settled_frame(app)
+        cv = best_quality(app)
         time.sleep(1.5)  # the browser decodes and draws the background image
         with_cams = browser.screenshot(shots / "viewer_rgb_cameras.png")
 
@@ -246,9 +255,9 @@ def test_browser_shows_model_and_output_switch(run, tmp_path):
         browser.wait_for('[...document.querySelectorAll("[role=option]")].some(o => o.textContent == "depth" && o.getBoundingClientRect().width > 0)')
         browser.click(*browser.centre_of('[...document.querySelectorAll("[role=option]")].find(o => o.textContent == "depth")'))
         deadline = time.monotonic() + 10
-        while app.render_panel.output.value != "depth" and time.monotonic() < deadline:
+        while cv.panel.output.value != "depth" and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert app.render_panel.output.value == "depth"
+        assert cv.panel.output.value == "depth"
         cv = settled_frame(app, after=n)
         time.sleep(1.5)
         depth = browser.screenshot(shots / "viewer_depth.png").astype(np.float32)
@@ -493,21 +502,20 @@ def test_browser_time_slider_on_a_dynamic_run(dynamic_run, tmp_path):
     app = ViewerApp(run.method, run.scene, port=free_port(), console=Console(stderr=True, width=200))
     browser = None
     try:
-        assert app.render_panel.time is not None
-        app.render_panel.jpeg.value = 95
         app.view_panel.show_cameras.value = False
         # Look from the test camera (camera 0 sees the moving objects).
         browser = Chromium.start()
         browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
         browser.wait_for(f"!!{_label('Time')}")  # the slider is in the page
-        cv = settled_frame(app)
-        app.render_panel.time.value = 0.2  # a change from the initial 0.0 (an unchanged value renders nothing)
+        cv = best_quality(app)
+        assert cv.panel.time is not None
+        cv.panel.time.value = 0.2  # a change from the initial 0.0 (an unchanged value renders nothing)
         cv = settled_frame(app, after=cv.full_frames)
         time.sleep(1.5)
         a = browser.screenshot(shots / "viewer_time02.png").astype(np.float32)
         frame_a = cv.last_frame.image.astype(np.float32)
         n = cv.full_frames
-        app.render_panel.time.value = 0.8
+        cv.panel.time.value = 0.8
         cv = settled_frame(app, after=n)
         time.sleep(1.5)
         b = browser.screenshot(shots / "viewer_time08.png").astype(np.float32)

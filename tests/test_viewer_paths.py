@@ -33,6 +33,31 @@ def view_at(eye, fov=0.8) -> ViewCamera:
     return ViewCamera(tuple(wxyz), tuple(pos), fov, 400, 300)
 
 
+def fake_client(app, client_id: int = 7):
+    """A browser as the viewer sees it (camera, ``atomic``) with its own render panel, registered with ``app``
+    without a websocket; returns ``(client, its ClientView)``."""
+    import contextlib
+
+    from recon.viewer.app import ClientView
+    from recon.viewer.worker import RenderWorker
+
+    class Cam:
+        wxyz, position, fov, image_width, image_height = (1.0, 0, 0, 0), (0.0, 0, 0), 0.8, 400, 300
+
+    class Client:
+        camera = Cam()
+
+        def atomic(self):
+            return contextlib.nullcontext()
+
+    client = Client()
+    client.client_id = client_id
+    cv = ClientView(client=client, worker=RenderWorker(lambda low: None, lambda f: None))
+    app.attach_panel(cv, app.server.gui)  # a real browser's panel is on its client.gui
+    app._clients[client_id] = cv
+    return client, cv
+
+
 @pytest.fixture
 def app(tmp_path):
     from rich.console import Console
@@ -48,9 +73,10 @@ def app(tmp_path):
 
 def test_edit_keyframes(app):
     p = app.path_panel
-    app.render_panel.time.value = 0.25
+    client, cv = fake_client(app)
+    cv.panel.time.value = 0.25  # new keyframes take the time of the browser that adds them
     for i, eye in enumerate([(3, 0, 1), (0, 3, 1), (-3, 0, 1)]):
-        assert p.add_keyframe(view_at(eye, fov=0.5 + 0.1 * i)) == i
+        assert p.add_keyframe(view_at(eye, fov=0.5 + 0.1 * i), client) == i
     ks = p.keyframes()
     assert len(ks) == 3 and [k.time for k in ks] == [0.25] * 3 and ks[1].fov == pytest.approx(np.degrees(0.6))
     assert p.keyframe.options == ("1", "2", "3") and p.keyframe.value == "3"
@@ -60,7 +86,7 @@ def test_edit_keyframes(app):
     p.kf_fov.value = 70.0  # per-keyframe controls edit the selected keyframe
     p.kf_time.value = 0.9
     assert p.keyframes()[1].fov == 70.0 and p.keyframes()[1].time == 0.9
-    p.add_keyframe(view_at((0, -3, 1)))  # inserted after the selected one
+    p.add_keyframe(view_at((0, -3, 1)), client)  # inserted after the selected one
     assert np.allclose(p.keyframes()[2].camtoworld[:3, 3], (0, -3, 1))
     p.delete_selected()
     assert len(p.keyframes()) == 3 and p.selected == 2  # the next keyframe is selected
@@ -96,36 +122,18 @@ def test_save_is_in_the_data_frame_and_loads_back(app, tmp_path):
 
 
 def test_preview_moves_one_browser_only(app):
-    """The preview drives the camera and the time of the browser that asked, not the panel's time."""
+    """The preview drives the camera and the time of the browser that asked, not its render panel's time."""
     p = app.path_panel
+    client, cv = fake_client(app)
     for t, eye in zip([0.0, 1.0], [(3, 0, 1), (0, 3, 1)]):
-        app.render_panel.time.value = t
-        p.add_keyframe(view_at(eye))
-
-    class Cam:
-        wxyz, position, fov, image_width, image_height = (1.0, 0, 0, 0), (0.0, 0, 0), 0.8, 400, 300
-
-    class Client:
-        client_id = 7
-        camera = Cam()
-
-        def atomic(self):
-            import contextlib
-
-            return contextlib.nullcontext()
-
-    from recon.viewer.app import ClientView
-    from recon.viewer.worker import RenderWorker
-
-    client = Client()
-    cv = ClientView(client=client, worker=RenderWorker(lambda low: None, lambda f: None))
-    app._clients[7] = cv
+        cv.panel.time.value = t
+        p.add_keyframe(view_at(eye), client)
     try:
         p.show_preview(client, 0.5)
-        assert cv.time_override == pytest.approx(0.5) and app.render_panel.time.value == 1.0
+        assert cv.time_override == pytest.approx(0.5) and cv.panel.time.value == 1.0
         f = p.current().evaluate(np.array([0.5]))
         np.testing.assert_allclose(client.camera.position, f.camtoworlds[0, :3, 3])
-        app.render_panel.time.value = 0.3  # touching the time slider ends the preview's own time
+        cv.panel.time.value = 0.3  # touching the time slider ends the preview's own time
         assert cv.time_override is None
         # "Play preview" moves along the path in the browser that ticked it.
         p._preview_client = client
@@ -137,7 +145,7 @@ def test_preview_moves_one_browser_only(app):
         assert 0.05 < p.preview.value < 0.5 and cv.time_override == pytest.approx(p.preview.value, abs=0.05)
         assert tuple(client.camera.position) != start
     finally:
-        app._clients.pop(7)
+        app._clients.pop(7).panel.close()
 
 
 def test_render_job_progress_and_errors(tmp_path):
@@ -200,6 +208,73 @@ def test_client_dropping_mid_render_breaks_nothing():
     try:
         calls = asyncio.run(scenario())
         assert calls >= 1 and method.started > calls
+        assert not app._errors_seen, app._errors_seen
+    finally:
+        app.close()
+
+
+def test_each_browser_has_its_own_render_settings():
+    """Two browsers on one run: what one sets in its Render and Time panels (output, time) changes its own images
+    only; the other keeps its settings and its picture."""
+    import asyncio
+
+    import imageio.v3 as iio
+    from rich.console import Console
+
+    from recon.viewer.app import ViewerApp
+    from recon.viewer.headless import HeadlessClient
+
+    method = ProbeMethod()  # its rgb image is (time, env rotation / 360, sunset?) everywhere
+    app = ViewerApp(method, blob_scene(n_views=6, size=32), port=free_port(), console=Console(stderr=True, quiet=True))
+
+    async def until(cond, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    async def fresh_red(client, eye) -> float:
+        """Move ``client``'s camera, wait for the frame of that view and return its mean red in [0, 1]."""
+        await client.look(look_at(np.asarray(eye, float), np.zeros(3)))
+        assert await client.next_frame(30.0), "no frame"
+        await asyncio.sleep(0.5)  # the full-size frame follows the low-resolution one of a moving camera
+        return float(iio.imread(client.last_image)[..., 0].mean()) / 255.0
+
+    async def scenario():
+        async with HeadlessClient(app.port, canvas=(320, 240)) as a:
+            await a.look(look_at(np.array([3.0, 0, 1]), np.zeros(3)))
+            await until(lambda: len(app.clients) == 1 and "Time" in a.controls and "Output" in a.controls, "A got no render panel")
+            cv_a = next(iter(app.clients.values()))
+            async with HeadlessClient(app.port, canvas=(320, 240)) as b:
+                await b.look(look_at(np.array([0.0, 3, 1]), np.zeros(3)))
+                await until(lambda: len(app.clients) == 2 and "Time" in b.controls, "B got no render panel")
+                cv_b = next(cv for cv in app.clients.values() if cv is not cv_a)
+                assert cv_a.panel is not cv_b.panel and a.controls["Time"] != b.controls["Time"]  # two panels
+
+                assert await a.set("Time", 0.8)
+                await until(lambda: cv_a.panel.time.value == 0.8, "A's time did not arrive")
+                assert abs(await fresh_red(a, (3.0, 0.2, 1)) - 0.8) < 0.05  # A sees t = 0.8 ...
+                assert cv_b.panel.time.value == 0.0
+                assert abs(await fresh_red(b, (0.2, 3.0, 1))) < 0.05  # ... B still t = 0
+
+                assert await b.set("Output", "depth")
+                await until(lambda: cv_b.panel.output.value == "depth", "B's output did not arrive")
+                assert cv_a.panel.output.value == "rgb"
+                await until(lambda: any(c["outputs"][0] == "depth" for c in method.calls), "B rendered no depth")
+                await until(lambda: cv_b.worker.idle, "B's depth render did not finish")
+                method.calls.clear()
+                assert abs(await fresh_red(a, (3.0, -0.2, 1)) - 0.8) < 0.05  # A still rgb at t = 0.8
+                assert {c["outputs"][0] for c in method.calls} == {"rgb"}  # (depth rides along for occlusion)
+                method.calls.clear()
+                await b.look(look_at(np.array([-0.2, 3.0, 1]), np.zeros(3)))
+                assert await b.next_frame(30.0)
+                await until(lambda: cv_b.worker.idle, "B's render did not finish")
+                assert {c["outputs"][0] for c in method.calls} == {"depth"}  # and B still depth
+            await until(lambda: len(app.clients) == 1, "B was not forgotten")
+            assert cv_a.panel.output.value == "rgb" and cv_a.panel.time.value == 0.8
+
+    try:
+        asyncio.run(scenario())
         assert not app._errors_seen, app._errors_seen
     finally:
         app.close()

@@ -5,7 +5,9 @@
 - :mod:`.server` starts viser (next free port) and prints the URL and the SSH port-forward;
 - :mod:`.gui` builds the panels from what the method declares (``render_outputs``, ``is_dynamic``,
   ``viewer_options()``, ``capabilities.gaussians`` / ``.mesh``);
-- every connected browser gets a :class:`~.worker.RenderWorker` thread that renders its camera on demand through
+- every connected browser gets its own :class:`~.gui.RenderPanel` (output, resolution, time, the method's options:
+  one person can look at depth at t = 0.8 while another looks at rgb at t = 0.1) and a
+  :class:`~.worker.RenderWorker` thread that renders its camera with those settings on demand through
   :class:`~.render.ViewRenderer` and shows the result as the scene's background image;
 - :mod:`.scene_nodes` adds the training cameras (click to jump), client-side splats and meshes;
 - :mod:`.path_panel` edits, previews, saves and renders camera paths (:mod:`recon.camera_path`).
@@ -41,10 +43,11 @@ warnings.filterwarnings("ignore", message="Queued a BackgroundImageMessage on a 
 
 @dataclass
 class ClientView:
-    """Per-browser state: its render worker and the last frame it was sent."""
+    """Per-browser state: its render settings, its render worker and the last frame it was sent."""
 
     client: object
     worker: RenderWorker
+    panel: RenderPanel | None = None  # its own render settings (on viser's client.gui)
     last_frame: Frame | None = None
     last_view: ViewCamera | None = None
     full_frames: int = 0  # full-resolution frames published (tests wait on this)
@@ -119,9 +122,9 @@ class ViewerApp:
 
         gui = self.server.gui
         self.training_panel = TrainingPanel(gui, on_pause) if on_pause is not None else None
-        self.render_panel = RenderPanel(
-            gui, method, scene.background, math.degrees(fov0), max_side, on_change=self._settings_changed, on_fov=self._set_fov
-        )
+        # What each browser's render panel starts with (it is built when the browser connects).
+        self._panel_defaults = (scene.background, math.degrees(fov0), max_side)
+        self._splat_time: float | None = 0.0 if method.is_dynamic else None  # the time the browser-side splats show
         self.view_panel = ViewPanel(
             gui,
             has_gaussians=method.capabilities.gaussians,
@@ -135,18 +138,16 @@ class ViewerApp:
             self.server,
             is_dynamic=method.is_dynamic,
             scale=0.05 * camera_extent(scene),
-            get_time=lambda: self.render_panel.settings().time,
+            get_time=self._time_of,
             on_preview=self.preview_camera,
             path_dir=None if run_dir is None else Path(run_dir) / "camera_paths",
             to_file=identity if transform is None else transform.invert_camtoworlds,
             from_file=identity if transform is None else transform.apply_camtoworlds,
             run_dir=None if run_dir is None else Path(run_dir),
             device=method.device_.type,
-            output=lambda: str(self.render_panel.output.value),
+            output=self._output_of,
             initial_size=(first_w + first_w % 2, first_h + first_h % 2),
         )
-        if self.render_panel.time is not None:  # moving the time slider ends every browser's path preview
-            self.render_panel.time.on_update(lambda _e: self._clear_time_overrides())
         self.splats = SplatNode(self.server)
         self.mesh = MeshNode(self.server)
         # Sending splats can take a moment for large models: a latest-wins job thread, like the render workers.
@@ -159,6 +160,7 @@ class ViewerApp:
     # ------------------------------------------------------------------ clients
     def _connect(self, client) -> None:
         cv = ClientView(client=client, worker=None)  # type: ignore[arg-type]
+        self.attach_panel(cv, client.gui)
         cv.worker = RenderWorker(
             lambda low, cv=cv: self._render_for(cv, low),
             lambda frame, cv=cv: self._publish(cv, frame),
@@ -171,11 +173,21 @@ class ViewerApp:
         client.camera.on_update(lambda _cam, cv=cv: cv.worker.request(moving=True))
         cv.worker.request(moving=False)  # the first camera message arrived before this callback ran
 
+    def attach_panel(self, cv: ClientView, gui) -> RenderPanel:
+        """Build ``cv``'s own render panel on ``gui`` (its browser's ``client.gui``)."""
+        background, fov_deg, max_side = self._panel_defaults
+        cv.panel = RenderPanel(gui, self.method, background, fov_deg, max_side,
+                               on_change=lambda what, cv=cv: self._settings_changed(cv, what),
+                               on_fov=lambda fov, cv=cv: self._set_fov(cv, fov))
+        return cv.panel
+
     def _disconnect(self, client) -> None:
         with self._clients_lock:
             cv = self._clients.pop(client.client_id, None)
         if cv is not None:
             cv.worker.stop(timeout=0.0)
+            if cv.panel is not None:
+                cv.panel.close()
         self.path_panel.forget_client(client.client_id)
 
     @property
@@ -197,7 +209,7 @@ class ViewerApp:
         if self._client_side or self._closed:
             return None
         view = ViewCamera.from_handle(cv.client.camera)
-        panel = self.render_panel
+        panel = cv.panel
         side = int(panel.move_side.value if low else panel.max_side.value)
         # Never render far beyond what the canvas can show (2x covers high-DPI screens).
         side = min(side, 2 * max(view.width, view.height))
@@ -212,7 +224,7 @@ class ViewerApp:
     def _publish(self, cv: ClientView, frame: Frame) -> None:
         if self._client_side or self._closed or cv.client.client_id not in self._clients:
             return  # splats mode, shutting down, or the browser left while we rendered
-        quality = int(self.render_panel.jpeg.value)
+        quality = int(cv.panel.jpeg.value)
         cv.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=min(quality, 60) if frame.low else quality, depth=frame.depth)
         with cv.changed:
             cv.last_frame = frame
@@ -220,15 +232,30 @@ class ViewerApp:
                 cv.full_frames += 1
             cv.changed.notify_all()
 
-    def _settings_changed(self) -> None:
+    def _settings_changed(self, cv: ClientView, what: str) -> None:
+        if what == "time":  # touching the time slider ends this browser's path preview (and its own time)
+            cv.time_override = None
         # While the time slider plays, render at the "moving" size so playback stays fluid.
-        self.request_all(moving=self.render_panel.playing)
-        if self._client_side and self.render_panel.time is not None:
+        cv.worker.request(moving=cv.panel.playing)
+        if what == "time" and self._client_side:  # the splats in the browsers follow the latest time set
+            self._splat_time = cv.panel.settings().time
             self._splat_job.request()
 
-    def _set_fov(self, fov: float) -> None:
-        for cv in self.clients.values():
-            cv.client.camera.fov = fov
+    def _set_fov(self, cv: ClientView, fov: float) -> None:
+        cv.client.camera.fov = fov
+
+    def panel_of(self, client) -> RenderPanel | None:
+        """``client``'s render panel (None: no client, or one that has left)."""
+        cv = self.clients.get(client.client_id) if client is not None else None
+        return None if cv is None else cv.panel
+
+    def _time_of(self, client) -> float | None:
+        panel = self.panel_of(client)
+        return None if panel is None else panel.settings().time
+
+    def _output_of(self, client) -> str:
+        panel = self.panel_of(client)
+        return str(panel.output.value) if panel is not None else self.method.render_outputs[0]
 
     def jump_to_camera(self, client, index: int) -> None:
         """Move ``client``'s camera onto training view ``index`` (and its time, for dynamic scenes)."""
@@ -239,8 +266,9 @@ class ViewerApp:
             client.camera.position = pos
             client.camera.wxyz = wxyz
             client.camera.fov = vertical_fov(cams, index)
-        if cams.times is not None and self.render_panel.time is not None:
-            self.render_panel.time.value = float(cams.times[index])
+        panel = self.panel_of(client)
+        if cams.times is not None and panel is not None and panel.time is not None:
+            panel.time.value = float(cams.times[index])
 
     def preview_camera(self, client, camtoworld: np.ndarray, fov_deg: float, time: float | None) -> None:
         """Put ``client``'s camera on a camera path's pose (and, for dynamic scenes, render it at ``time``; the
@@ -258,10 +286,6 @@ class ViewerApp:
             return
         cv.time_override = time
         cv.worker.request(moving=True)
-
-    def _clear_time_overrides(self) -> None:
-        for cv in self.clients.values():
-            cv.time_override = None
 
     def _report_error(self, tb: str, client=None) -> None:
         last = tb.strip().splitlines()[-1]
@@ -294,8 +318,11 @@ class ViewerApp:
         if vp.splats is not None:
 
             @vp.splats.on_update
-            def _(_e) -> None:
+            def _(event) -> None:
                 if vp.splats.value:
+                    panel = self.panel_of(event.client)  # the splats show the time of the browser that asked
+                    if panel is not None and panel.time is not None:
+                        self._splat_time = float(panel.time.value)
                     self._splat_job.request()
                 else:
                     self._client_side = False
@@ -321,8 +348,7 @@ class ViewerApp:
         vp = self.view_panel
         if vp.splats is None or not vp.splats.value:
             return None
-        settings = self.render_panel.settings()
-        n = self.splats.show(self.method, settings.time, self.lock)
+        n = self.splats.show(self.method, self._splat_time, self.lock)
         first = not self._client_side
         self._client_side = True
         if first:
@@ -341,8 +367,13 @@ class ViewerApp:
         from recon.io.images import save_image
 
         view = ViewCamera.from_handle(client.camera)
-        settings = self.render_panel.settings()
-        image = self.renderer.render(view, int(self.render_panel.max_side.value), settings)
+        panel = self.panel_of(client)
+        if panel is None:  # the browser left
+            return None
+        settings = panel.settings()
+        if (cv := self.clients.get(client.client_id)) is not None and cv.time_override is not None and settings.time is not None:
+            settings = replace(settings, time=cv.time_override)  # what the browser shows: a path preview's time
+        image = self.renderer.render(view, int(panel.max_side.value), settings)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
         name = f"view-{stamp}-{settings.output}.png"
         path = None
@@ -375,10 +406,11 @@ class ViewerApp:
         self._closed = True
         for cv in self.clients.values():
             cv.worker.stop(timeout=2.0)
+            if cv.panel is not None:
+                cv.panel.close()
         self._splat_job.stop(timeout=2.0)
         self.training_cameras.close()
         self.path_panel.close()
-        self.render_panel.close()
         stop_server(self.server)
 
 

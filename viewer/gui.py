@@ -1,7 +1,12 @@
-"""The viewer's GUI panels (viser ``server.gui``), built from what the method offers.
+"""The viewer's GUI panels, built from what the method offers.
 
 The panels only hold state and report changes through callbacks; they never render. :class:`RenderPanel` turns
-its controls into a :class:`~recon.viewer.render.RenderSettings` snapshot for the render workers.
+its controls into a :class:`~recon.viewer.render.RenderSettings` snapshot for the render workers. It is built once
+per browser, on viser's ``client.gui``, so that every browser has its own output, resolution, time and options;
+the other panels are shared (``server.gui``).
+
+Top-level folders get fixed places (:data:`ORDER`): a per-browser panel is built when its browser connects, after
+the shared ones, and would otherwise land at the bottom.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from .options import ViewerOption, method_options, to_render_value
 from .render import RenderSettings
 
 COLORMAPS = ("turbo", "viridis", "magma", "gray")
+
+# Where each top-level folder sits, top to bottom (viser sorts a container's children by ``order``).
+ORDER = {"Training": 10.0, "Render": 20.0, "Method": 21.0, "Time": 22.0, "View": 30.0, "Camera path": 40.0, "Metrics": 50.0}
 
 
 def _add_option_control(gui, opt: ViewerOption):
@@ -37,23 +45,25 @@ def _add_option_control(gui, opt: ViewerOption):
 
 
 class RenderPanel:
-    """Output, colormap, resolution, field of view, background, time (+ play) and the method's own options.
+    """Output, colormap, resolution, field of view, background, time (+ play) and the method's own options, for one
+    browser.
 
     Args:
-        gui: ``server.gui``.
+        gui: that browser's ``client.gui`` (or ``server.gui`` for a panel every browser shares).
         method: the method (``render_outputs``, ``is_dynamic``, ``viewer_options()``).
         background: initial background colour in [0, 1].
         fov_deg: initial vertical field of view (the training cameras').
         max_side: initial full-size render resolution (longer side, pixels).
-        on_change: called with no argument whenever a setting that affects the image changes.
+        on_change: called with the name of the control (``"output"``, ``"time"``, ...) whenever a setting that
+            affects the image changes.
         on_fov: called with the new vertical fov in radians.
     """
 
-    def __init__(self, gui, method, background, fov_deg: float, max_side: int, on_change: Callable[[], None], on_fov: Callable[[float], None]):
+    def __init__(self, gui, method, background, fov_deg: float, max_side: int, on_change: Callable[[str], None], on_fov: Callable[[float], None]):
         self.method = method
         self._on_change = on_change
         outputs = tuple(method.render_outputs)
-        with gui.add_folder("Render"):
+        with gui.add_folder("Render", order=ORDER["Render"]):
             self.output = gui.add_dropdown("Output", outputs, initial_value=outputs[0], hint="What the method renders; scalar outputs are colour-mapped.")
             self.colormap = gui.add_dropdown("Colormap", COLORMAPS, initial_value="turbo", hint="For scalar outputs (depth, alpha, ...).")
             self.max_side = gui.add_slider("Max resolution", min=64, max=2048, step=32, initial_value=int(max_side), hint="Longer side of the render when the camera rests.")
@@ -64,14 +74,14 @@ class RenderPanel:
         self.options: list[tuple[ViewerOption, object]] = []
         opts = method_options(method)
         if opts:
-            with gui.add_folder("Method"):
+            with gui.add_folder("Method", order=ORDER["Method"]):
                 for opt in opts:
                     self.options.append((opt, _add_option_control(gui, opt)))
         self.time = None
         self.play = None
         self.fps = None
         if method.is_dynamic:
-            with gui.add_folder("Time"):
+            with gui.add_folder("Time", order=ORDER["Time"]):
                 self.time = gui.add_slider("Time", min=0.0, max=1.0, step=0.001, initial_value=0.0)
                 self.play = gui.add_checkbox("Play", initial_value=False)
                 self.fps = gui.add_slider("Speed (s / loop)", min=1.0, max=30.0, step=0.5, initial_value=5.0)
@@ -79,12 +89,17 @@ class RenderPanel:
             self._stop = threading.Event()
             self._player.start()
 
-        for h in [self.output, self.colormap, self.max_side, self.background, *(h for _, h in self.options)] + ([self.time] if self.time else []):
-            h.on_update(lambda _e: self._on_change())
+        controls = {"output": self.output, "colormap": self.colormap, "max_side": self.max_side, "background": self.background}
+        controls.update({opt.name: h for opt, h in self.options})
+        if self.time is not None:
+            controls["time"] = self.time
+        for name, h in controls.items():
+            h.on_update(lambda _e, name=name: self._on_change(name))
         self.fov.on_update(lambda _e: on_fov(math.radians(float(self.fov.value))))
 
     def _play_loop(self) -> None:
-        """Advance the time slider while "Play" is ticked (each change re-renders every client at moving size)."""
+        """Advance the time slider while "Play" is ticked (each change re-renders this panel's browser at moving
+        size)."""
         last = time.perf_counter()
         while not self._stop.wait(1.0 / 15.0):
             now = time.perf_counter()
@@ -115,7 +130,7 @@ class ViewPanel:
     """Scene content and tools: training cameras, client-side splats, mesh, "save view as PNG"."""
 
     def __init__(self, gui, has_gaussians: bool, has_mesh: bool, has_depth: bool = False):
-        with gui.add_folder("View"):
+        with gui.add_folder("View", order=ORDER["View"]):
             self.save = gui.add_button("Save view as PNG", icon="camera", hint="Renders this view at full resolution into RUN/renders/viewer/.")
             self.show_cameras = gui.add_checkbox("Training cameras", initial_value=True, hint="Click a frustum to jump to its view.")
             self.occlude = None
@@ -141,7 +156,7 @@ class TrainingPanel:
     """Live training: step, loss, PSNR, Gaussian count, pause/resume, how often views follow the model."""
 
     def __init__(self, gui, on_pause: Callable[[bool], None]):
-        with gui.add_folder("Training"):
+        with gui.add_folder("Training", order=ORDER["Training"]):
             self.stats = gui.add_markdown("waiting for the first step")
             self.pause = gui.add_button("Pause training", icon="player-pause", hint="Pause after the current step.")
             self.refresh = gui.add_slider("Update view every (s)", min=0.2, max=10.0, step=0.2, initial_value=1.0, hint="How often views re-render as the model trains (each render briefly holds up training).")
@@ -187,7 +202,7 @@ class MetricsPanel:
             line = metrics_line(path)
             if line:
                 lines.append(line)
-        with gui.add_folder("Metrics"):
+        with gui.add_folder("Metrics", order=ORDER["Metrics"]):
             self.text = gui.add_markdown("  \n".join(lines) or "not evaluated yet (`recon eval RUN`)")
 
 

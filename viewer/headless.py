@@ -1,8 +1,8 @@
 """A browser without a browser: a websocket client that speaks viser's protocol, for tests and benchmarks that need
 several clients at once (``scripts/bench_viewer.py --clients``) or a client that vanishes mid-render.
 
-It reports a camera and a canvas size like the web page does, clicks buttons by label, and records the background
-images (the server's renders) and the markdown it receives. It does not draw anything.
+It reports a camera and a canvas size like the web page does, clicks buttons and sets controls by label, and
+records the background images (the server's renders) and the markdown it receives. It does not draw anything.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ class HeadlessClient:
 
     Attributes:
         frames: arrival times (``time.perf_counter()``) of the background images received.
+        last_image: the encoded bytes (JPEG or PNG) of the latest background image, or None.
         buttons: button label -> viser uuid, from the GUI the server sent.
+        controls: label -> viser uuid of every other labelled control (sliders, dropdowns, checkboxes, ...); a label
+            used twice keeps the latest.
         markdown: every markdown content received, in order.
     """
 
@@ -44,7 +47,9 @@ class HeadlessClient:
         self.url = f"ws://{host}:{port}"
         self.canvas = canvas
         self.frames: list[float] = []
+        self.last_image: bytes | None = None
         self.buttons: dict[str, str] = {}
+        self.controls: dict[str, str] = {}
         self.markdown: list[str] = []
         self._got: asyncio.Event | None = None
         self._ws = None
@@ -68,12 +73,15 @@ class HeadlessClient:
     async def _receive(self) -> None:
         async for raw in self._ws:
             for m in decode_window(raw):
-                kind = m.get("type")
+                kind = str(m.get("type"))
                 if kind == "BackgroundImageMessage" and m.get("rgb_data") is not None:
                     self.frames.append(time.perf_counter())
+                    self.last_image = bytes(m["rgb_data"])
                     self._got.set()
                 elif kind == "GuiButtonMessage":
                     self.buttons[m["props"]["label"]] = m["uuid"]
+                elif kind.startswith("Gui") and isinstance(m.get("props"), dict) and isinstance(m["props"].get("label"), str) and "uuid" in m:
+                    self.controls[m["props"]["label"]] = m["uuid"]
                 elif kind == "GuiMarkdownMessage":
                     self.markdown.append(m["props"]["_markdown"])
                 elif kind == "GuiUpdateMessage" and isinstance(m.get("updates", {}).get("_markdown"), str):
@@ -99,6 +107,16 @@ class HeadlessClient:
         if label not in self.buttons:
             return False
         await self._ws.send(encode(vm.GuiUpdateMessage(self.buttons[label], {"value": True})))
+        return True
+
+    async def set(self, label: str, value) -> bool:
+        """Set the control labelled ``label`` to ``value``, as a person would in the page (False when the server has
+        not sent it)."""
+        from viser import _messages as vm
+
+        if label not in self.controls:
+            return False
+        await self._ws.send(encode(vm.GuiUpdateMessage(self.controls[label], {"value": value})))
         return True
 
     async def next_frame(self, timeout: float = 10.0) -> bool:

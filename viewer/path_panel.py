@@ -26,6 +26,7 @@ from recon.camera_path import CameraPath, Keyframe, read_camera_path, write_came
 from recon.errors import ReconError
 
 from .camera import ViewCamera, from_camtoworld
+from .gui import ORDER
 from .path_render import RenderJob
 
 KEY_COLOR, SELECTED_COLOR, PREVIEW_COLOR, CURVE_COLOR = (220, 40, 60), (250, 200, 30), (40, 200, 90), (70, 130, 230)
@@ -38,17 +39,19 @@ class CameraPathPanel:
         server: the viser server.
         is_dynamic: the method has a time (keyframes get one).
         scale: frustum size (a fraction of the training cameras' extent).
-        get_time: the render panel's current time (the default time of new keyframes), or None.
+        get_time: ``get_time(client)``: that browser's render time (the default time of the keyframes it adds), or
+            None (no such browser, or a static scene).
         on_preview: ``on_preview(client, camtoworld [4, 4], fov_deg, time)``: show the path's camera in one browser.
         path_dir: folder for path files (``RUN/camera_paths``), or None (save only offers a download).
         to_file, from_file: ``[N, 4, 4] -> [N, 4, 4]`` pose maps normalised frame -> file (data) frame and back.
         run_dir, device: what "Render video" renders (None: no render button, e.g. during live training).
-        outputs: the render panel's current output (``() -> str``), rendered by "Render video".
+        output: ``output(client) -> str``: the output that browser shows, rendered when it clicks "Render video"
+            (``client`` None: the method's first output)
     """
 
-    def __init__(self, server, *, is_dynamic: bool, scale: float, get_time: Callable[[], float | None],
+    def __init__(self, server, *, is_dynamic: bool, scale: float, get_time: Callable[[object], float | None],
                  on_preview: Callable, path_dir: Path | None, to_file, from_file, run_dir: Path | None = None,
-                 device: str = "cpu", output: Callable[[], str] = lambda: "rgb", initial_size: tuple[int, int] = (640, 480)):
+                 device: str = "cpu", output: Callable[[object], str] = lambda _client: "rgb", initial_size: tuple[int, int] = (640, 480)):
         self.server = server
         self.is_dynamic = is_dynamic
         self.scale = scale
@@ -65,7 +68,7 @@ class CameraPathPanel:
         self._preview_client = None
         self._stop = threading.Event()
         gui = server.gui
-        with gui.add_folder("Camera path"):
+        with gui.add_folder("Camera path", order=ORDER["Camera path"]):
             self.add = gui.add_button("Add keyframe", icon="plus", hint="Adds your current view (and, for dynamic scenes, the current time) after the selected keyframe.")
             self.keyframe = gui.add_dropdown("Keyframe", ("none",), initial_value="none", hint="The keyframe to edit (or click its frustum).")
             self.set_view = gui.add_button("Set to my view", hint="Move the selected keyframe to your current view.")
@@ -107,9 +110,9 @@ class CameraPathPanel:
                            loop=bool(self.loop.value), constant_speed=bool(self.constant.value),
                            width=int(self.width.value), height=int(self.height.value))
 
-    def add_keyframe(self, view: ViewCamera) -> int:
-        """Insert ``view`` after the selected keyframe (or at the end); returns its index."""
-        t = self._get_time() if self.is_dynamic else None
+    def add_keyframe(self, view: ViewCamera, client=None) -> int:
+        """Insert ``view`` after the selected keyframe (or at the end), at ``client``'s time; returns its index."""
+        t = (self._get_time(client) or 0.0) if self.is_dynamic else None
         kf = Keyframe(view.camtoworld(), math.degrees(view.fov), None if t is None else float(t))
         with self._lock:
             at = len(self.path.keyframes) if self.selected is None else self.selected + 1
@@ -245,7 +248,8 @@ class CameraPathPanel:
             client.send_file_download(f"{self.name.value}.json", data)
         return file
 
-    def load_path(self, file: Path) -> None:
+    def load_path(self, file: Path, client=None) -> None:
+        """Load ``file`` for editing (a path without times gets ``client``'s time on a dynamic scene)."""
         pf = read_camera_path(file)
         if pf.path is None:
             raise ReconError("has no keyframes to edit (only sampled cameras); render it with recon render --camera-path", file)
@@ -253,7 +257,7 @@ class CameraPathPanel:
         if not self.is_dynamic:
             path = replace(path, keyframes=[replace(k, time=None) for k in path.keyframes])
         elif not path.is_dynamic:
-            t = float(self._get_time() or 0.0)
+            t = float(self._get_time(client) or 0.0)
             path = replace(path, keyframes=[replace(k, time=t) for k in path.keyframes])
         with self._lock:
             self._syncing = True
@@ -268,7 +272,8 @@ class CameraPathPanel:
         self.refresh()
         self.status.content = f"loaded {file} ({len(path.keyframes)} keyframes)"
 
-    def start_render(self) -> RenderJob | None:
+    def start_render(self, client=None) -> RenderJob | None:
+        """Save the path and render it with ``recon render`` in the background (the output ``client`` shows)."""
         if self.run_dir is None or (self.job is not None and self.job.running):
             return None
         file = self.save_path()
@@ -283,7 +288,7 @@ class CameraPathPanel:
             self.render.disabled, self.cancel.visible = False, False
             self.status.content = text if ok else f"**render failed**: {text}" if text != "render cancelled" else text
 
-        self.job = RenderJob(self.run_dir, file, self.run_dir / "renders" / name, (self._output(),), self.device, progress, done).start()
+        self.job = RenderJob(self.run_dir, file, self.run_dir / "renders" / name, (self._output(client),), self.device, progress, done).start()
         return self.job
 
     def _guard(self, fn, client=None) -> None:
@@ -305,7 +310,7 @@ class CameraPathPanel:
         @self.add.on_click
         def _(event) -> None:
             if event.client is not None:
-                self.add_keyframe(view_of(event))
+                self.add_keyframe(view_of(event), event.client)
 
         @self.keyframe.on_update
         def _(_e) -> None:
@@ -348,8 +353,8 @@ class CameraPathPanel:
                 self._preview_client = event.client
 
         self.save.on_click(lambda e: self._guard(lambda: self.save_path(e.client), e.client))
-        self.load.on_click(lambda e: self._guard(lambda: self.load_path(self.file_for(str(self.name.value))), e.client))
-        self.render.on_click(lambda e: self._guard(self.start_render, e.client))
+        self.load.on_click(lambda e: self._guard(lambda: self.load_path(self.file_for(str(self.name.value)), e.client), e.client))
+        self.render.on_click(lambda e: self._guard(lambda: self.start_render(e.client), e.client))
         self.cancel.on_click(lambda _e: self.job.cancel() if self.job is not None else None)
 
     def forget_client(self, client_id: int) -> None:

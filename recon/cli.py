@@ -30,7 +30,7 @@ commands:
   render    render a run's test views, an orbit or a camera path to MP4 (and PNGs)
   export    export a run (Gaussian PLY / .splat, meshes, frames)
   view      open a run in the browser viewer
-  data      inspect a data folder: recon data info DATA
+  data      inspect a data folder (recon data info DATA) or pose photos / a video (recon data process INPUT OUT)
   methods   list the available methods
 
 `recon COMMAND --help` shows each command's options."""
@@ -134,6 +134,20 @@ class DataInfoArgs:
     """Force a reader instead of auto-detection."""
     json: bool = False
     """Print the summary as JSON on stdout."""
+
+
+def _process_args_class():
+    from recon.data.process import ProcessConfig
+
+    @dataclass
+    class DataProcessArgs:
+        input: Annotated[Path, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional]
+        """A folder of photos, a video, or a folder of videos."""
+        out: Annotated[Path, tyro.conf.arg(metavar="OUT"), tyro.conf.Positional]
+        """Dataset folder to write (COLMAP layout: images/, images_2/, images_4/, sparse/0/, process_report.json)."""
+        options: Annotated[ProcessConfig, tyro.conf.arg(name="")] = field(default_factory=ProcessConfig)
+
+    return DataProcessArgs
 
 
 def _train_args_class(model_cfg_cls):
@@ -295,15 +309,28 @@ def cmd_view(argv: list[str]) -> int:
 
 def cmd_data(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: recon data info DATA [--format F] [--json]")
+        print("usage: recon data info DATA [--format F] [--json]\n       recon data process INPUT OUT [options]  (photos or videos -> posed COLMAP dataset; --help for options)")
         return 0 if argv else 2
+    if argv[0] == "process":
+        args = parse(_process_args_class(), argv[1:], prog="recon data process",
+                     description="Pose a folder of photos or a video with structure from motion (pycolmap) into a dataset recon trains on.")
+        from recon.data.process import process
+
+        process(args.input, args.out, args.options, console)
+        stdout.print(str(args.out))
+        return 0
     if argv[0] != "info":
-        raise ReconError(f"unknown data command {argv[0]!r} (available: info)")
+        raise ReconError(f"unknown data command {argv[0]!r} (available: info, process)")
     args = parse(DataInfoArgs, argv[1:], prog="recon data info", description="Summarise a data folder.")
     from recon.data.info import print_scene_info, scene_info
     from recon.engine.run import DataConfig, load_data
 
-    scene = load_data(DataConfig(path=str(args.data), format=args.format), "gs")
+    if str(args.data).startswith("demo:"):
+        scene = load_data(DataConfig(path=str(args.data), format=args.format), "gs")
+    else:  # the data as it is on disk (its own camera models and distortion), not the undistorted training view
+        from recon.data import load_scene
+
+        scene = load_scene(Path(args.data), format=args.format)
     info = scene_info(scene)
     if args.json:
         print(json.dumps(info, indent=2, default=str))

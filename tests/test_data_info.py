@@ -60,3 +60,28 @@ def test_info_shared_sets(shared_data):
     assert fox["intrinsics"]["distorted"] and "17 of 67 frames" in render(fox)
     dtu = scene_info(load_scene(shared_data / "dtu_scan65"))
     assert dtu["masks"] and dtu["bounds"]["aabb"] is not None and dtu["resolutions"] == {"400x300": 49}
+
+
+def test_cli_info_reports_the_datas_own_distortion(tmp_path):
+    """An OPENCV COLMAP model: `recon data info` names the data's model and coefficients (not the undistorted view
+    training uses) and says that training undistorts."""
+    import subprocess
+    import sys
+
+    from recon.data.readers.colmap_model import ColmapCamera, ColmapImage, write_model
+    from recon.rotations import rotmat_to_quat
+
+    rng = np.random.default_rng(1)
+    c2w = orbit_poses(4, 3.0)
+    w2c = writers.rigid_inverse(np.asarray(c2w, np.float64))
+    writers._write_images(tmp_path / "images", [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(4)], [f"{i}.png" for i in range(4)])
+    cam = ColmapCamera(1, "OPENCV", W, H, np.array([F, F, W / 2, H / 2, 0.05, -0.02, 0.001, -0.002]))
+    imgs = [ColmapImage(i + 1, rotmat_to_quat(w2c[i, :3, :3]), w2c[i, :3, 3], 1, f"{i}.png") for i in range(4)]
+    write_model(tmp_path / "sparse" / "0", [cam], imgs, np.zeros((0, 3)), np.zeros((0, 3), np.uint8), ".bin")
+    r = subprocess.run([sys.executable, "-m", "recon.cli", "data", "info", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    intr = json.loads(r.stdout)["intrinsics"]
+    assert intr["models"] == {"opencv": 4} and intr["distorted"] is True
+    assert intr["distortion"]["k1"] == [0.05, 0.05] and intr["distortion"]["p2"] == [-0.002, -0.002]
+    text = subprocess.run([sys.executable, "-m", "recon.cli", "data", "info", str(tmp_path)], capture_output=True, text=True).stdout
+    assert "training undistorts" in text and "k1 0.05" in text

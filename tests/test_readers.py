@@ -182,6 +182,71 @@ def test_colmap_downscale_folder_and_sorting(tmp_path):
     np.testing.assert_allclose(float(scene.cameras.fx[0]), F * 21 / 41, rtol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["colmap-bin", "llff"])
+def test_masks_beside_colmap_and_llff(tmp_path, fmt):
+    """A masks/ folder beside images/ (NeRD's real scenes, ``recon data process --masks``) gives the scene its
+    foreground masks, matched by file stem whatever the extension, downscaled with the images; a set that misses
+    some images is dropped with a warning; a mask of the wrong size is one error naming it."""
+    cams, images, points = synthetic(4, w=40, h=30)
+    _write(fmt, tmp_path, cams, images, points)
+    stems = [Path(p).stem for p in sorted((tmp_path / "images").iterdir())]
+    rng = np.random.default_rng(3)
+    masks = [(rng.random((H, W)) > 0.5).astype(np.uint8) * 255 for _ in stems]
+    (tmp_path / "masks").mkdir()
+    for stem, m in zip(stems, masks):
+        iio.imwrite(tmp_path / "masks" / f"{stem}.png", m)
+    scene = load_scene(tmp_path)
+    assert scene.masks is not None and len(scene.masks) == 4
+    np.testing.assert_allclose(scene.mask(2)[..., 0], masks[2] / 255.0, atol=1e-6)
+    half = load_scene(tmp_path, downscale=2)
+    assert tuple(half.mask(0).shape[:2]) == tuple(half.image(0).shape[:2]) == (15, 20)
+    (tmp_path / "masks" / f"{stems[1]}.png").unlink()
+    partial = load_scene(tmp_path)
+    assert partial.masks is None and any("no mask for 1 of 4" in w for w in partial.warnings)
+    iio.imwrite(tmp_path / "masks" / f"{stems[1]}.png", np.zeros((10, 10), np.uint8))
+    iio.imwrite(tmp_path / "masks" / f"{stems[0]}.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(Exception, match="mask is 10x10 but its image"):
+        load_scene(tmp_path)
+
+
+def test_monosdf_layout_with_priors(tmp_path):
+    """MonoSDF's folder (cameras.npz + 000000_rgb.png + _depth.npy / _normal.npy / _mask.png): detected, cameras
+    as the projections say, priors exposed per view (normals decoded from [0, 1] to unit camera-frame vectors) and
+    carried through subsets and downscaling; a prior some views lack is dropped with a warning."""
+    cams, images, points = synthetic(5, w=40, h=30)
+    rng = np.random.default_rng(4)
+    w2c = writers.rigid_inverse(cams.camtoworlds.double().numpy())
+    K = np.array([[F, 0, W / 2 - 0.5], [0, F, H / 2 - 0.5], [0, 0, 1.0]])  # IDR: pixel centres at integers
+    npz = {}
+    depths, normals = [], []
+    for i in range(5):
+        P = np.eye(4)
+        P[:3, :4] = K @ w2c[i, :3, :4]
+        npz[f"world_mat_{i}"], npz[f"scale_mat_{i}"] = P, np.diag([2.0, 2.0, 2.0, 1.0])
+        iio.imwrite(tmp_path / f"{i:06d}_rgb.png", images[i])
+        depths.append(rng.random((H, W)).astype(np.float32))
+        n = rng.normal(size=(H, W, 3))
+        normals.append(n / np.linalg.norm(n, axis=-1, keepdims=True))
+        np.save(tmp_path / f"{i:06d}_depth.npy", depths[-1])
+        np.save(tmp_path / f"{i:06d}_normal.npy", np.moveaxis((normals[-1] + 1) / 2, -1, 0).astype(np.float32))
+        iio.imwrite(tmp_path / f"{i:06d}_mask.png", np.full((H, W), 255, np.uint8))
+    np.savez(tmp_path / "cameras.npz", **npz)
+    assert detect_format(tmp_path) == "monosdf"
+    scene = load_scene(tmp_path)
+    np.testing.assert_allclose(project(scene.cameras, points), project(cams, points), atol=1e-3)
+    assert sorted(scene.priors) == ["depth", "normal"] and scene.masks is not None
+    np.testing.assert_allclose(scene.priors["depth"].load(3)[..., 0], depths[3], atol=1e-6)
+    np.testing.assert_allclose(scene.priors["normal"].load(2), normals[2], atol=1e-5)
+    sub = scene.subset(np.array([4, 1]))
+    np.testing.assert_allclose(sub.priors["depth"].load(1)[..., 0], depths[1], atol=1e-6)
+    half = load_scene(tmp_path, downscale=2)
+    assert half.priors["normal"].load(0).shape == (15, 20, 3)
+    assert np.allclose(np.linalg.norm(half.priors["normal"].load(0), axis=-1), 1.0, atol=1e-5)
+    (tmp_path / "000002_normal.npy").unlink()
+    partial = load_scene(tmp_path)
+    assert sorted(partial.priors) == ["depth"] and any("normal priors for 4 of 5" in w for w in partial.warnings)
+
+
 # ------------------------------------------------------------------------------------------------ LLFF, NeuS
 def test_llff_bounds_split_and_resized_images(tmp_path):
     cams, images, points = synthetic(9)

@@ -26,7 +26,7 @@ def scene_info(scene: SceneData, *, decode_one: bool = True) -> dict[str, Any]:
     Keys: name, format, root, frames, splits {name: count}, split_aliases {name: other name with the same frames},
     resolutions {"WxH": count}, channels, intrinsics {fx, fy, cx, cy: [min, max], models {name: count},
     distorted: bool}, time (None or {min, max, distinct}), cameras (physical cameras for multi-view video),
-    points, masks, bounds {camera_centers: [[min xyz], [max xyz]], aabb, near_far}, background, warnings.
+    points, masks, priors (names of the per-view priors), bounds {camera_centers: [[min xyz], [max xyz]], aabb, near_far}, background, warnings.
     """
     cams = scene.cameras
     n = len(cams)
@@ -56,11 +56,15 @@ def scene_info(scene: SceneData, *, decode_one: bool = True) -> dict[str, Any]:
             "cy": _range(cams.cy),
             "models": dict(Counter(cams.model_names).most_common()),
             "distorted": not cams.is_pinhole,
+            # [k1, k2, k3, k4, p1, p2] ranges over the cameras (the data's own lens model; training resamples
+            # distorted images to pinhole ones once, on load)
+            "distortion": None if cams.is_pinhole else {k: _range(cams.distortion[:, i]) for i, k in enumerate(("k1", "k2", "k3", "k4", "p1", "p2"))},
         },
         "time": None,
         "cameras": None,
         "points": 0 if scene.points is None else int(len(scene.points)),
         "masks": scene.masks is not None,
+        "priors": sorted(scene.priors),
         "bounds": {
             "camera_centers": [np.round(centers.min(0), 4).tolist(), np.round(centers.max(0), 4).tolist()],
             "aabb": None if scene.aabb is None else np.round(np.asarray(scene.aabb, dtype=np.float64), 4).tolist(),
@@ -109,8 +113,11 @@ def print_scene_info(info: dict[str, Any], console=None) -> None:
         res += f", {info['channels']} channels" + (" (RGBA)" if info["channels"] == 4 else "")
     table.add_row("resolution", res)
     models = ", ".join(f"{m} ({c})" if len(intr["models"]) > 1 else m for m, c in intr["models"].items())
-    table.add_row("cameras", models + (", with distortion" if intr["distorted"] else "")
+    table.add_row("cameras", models + (", with distortion (training undistorts to pinhole)" if intr["distorted"] else "")
                   + (f", {info['cameras']} physical cameras" if info.get("cameras") else ""))
+    if intr.get("distortion"):
+        coeffs = {k: r for k, r in intr["distortion"].items() if max(abs(r[0]), abs(r[1])) > 0}
+        table.add_row("distortion", "  ".join(f"{k} {rng(r)}" for k, r in coeffs.items()))
     table.add_row("intrinsics", f"fx {rng(intr['fx'])}  fy {rng(intr['fy'])}  cx {rng(intr['cx'])}  cy {rng(intr['cy'])}")
     if info.get("time"):
         t = info["time"]
@@ -119,6 +126,8 @@ def print_scene_info(info: dict[str, Any], console=None) -> None:
                       + "".join(f"; {k} {rng(r)}" for k, r in per.items()))
     table.add_row("points", str(info["points"]) if info["points"] else "none")
     table.add_row("masks", "yes" if info["masks"] else "no")
+    if info.get("priors"):
+        table.add_row("priors", ", ".join(info["priors"]) + " (per view, monocular)")
     b = info["bounds"]
     table.add_row("camera centres", f"{b['camera_centers'][0]} .. {b['camera_centers'][1]}")
     if b.get("aabb"):

@@ -152,6 +152,10 @@ class SceneData:
         images: lazy pixels for the N frames, float [H, W, 3|4] in [0, 1]; 4 channels mean RGBA.
         splits: split name -> int64 indices into the N frames (at least ``train``; ``test`` and maybe ``val``).
         masks: optional lazy foreground masks, [H, W, 1] in [0, 1].
+        priors: optional per-view data by name, lazy like the images: ``depth`` [H, W, 1] (monocular, relative:
+            known up to scale and shift per view) and ``normal`` [H, W, 3] (unit vectors in each view's camera
+            frame, OpenCV axes), as MonoSDF's data ships them. Camera-frame quantities: a normalisation of the
+            world does not change them.
         points: optional [P, 3] float32 initial point cloud (COLMAP points3D, demo geometry samples).
         point_colors: optional [P, 3] float32 colours in [0, 1] for ``points``.
         near_far: optional [N, 2] depth bounds per frame (LLFF).
@@ -170,6 +174,7 @@ class SceneData:
     images: ImageSource
     splits: dict[str, np.ndarray]
     masks: ImageSource | None = None
+    priors: dict[str, ImageSource] = field(default_factory=dict)
     points: np.ndarray | None = None
     point_colors: np.ndarray | None = None
     near_far: np.ndarray | None = None
@@ -194,6 +199,9 @@ class SceneData:
             raise ReconError(f"{len(self.images)} images but {n} cameras", self.root)
         if self.masks is not None and len(self.masks) != n:
             raise ReconError(f"{len(self.masks)} masks but {n} cameras", self.root)
+        for name, source in self.priors.items():
+            if len(source) != n:
+                raise ReconError(f"{len(source)} {name} priors but {n} cameras", self.root)
         if "train" not in self.splits:
             raise ReconError("no training split", self.root)
         for name, idx in self.splits.items():
@@ -269,6 +277,7 @@ class SceneData:
             cameras=self.cameras[torch.from_numpy(indices)],
             images=_Reindexed(self.images, indices),
             masks=None if self.masks is None else _Reindexed(self.masks, indices),
+            priors={k: _Reindexed(v, indices) for k, v in self.priors.items()},
             near_far=None if self.near_far is None else self.near_far[indices],
             frame_ids=None if self.frame_ids is None else self.frame_ids[indices],
             camera_ids=None if self.camera_ids is None else self.camera_ids[indices],

@@ -55,6 +55,9 @@ def undistort_scene(scene: SceneData) -> SceneData:
         cameras=pinhole,
         images=_Undistorted(scene.images, cams),
         masks=None if scene.masks is None else _Undistorted(scene.masks, cams),
+        # (resampled like the images; a normal's direction is kept as it is: the pinhole view's pixel looks along
+        # almost the same ray)
+        priors={k: _Undistorted(v, cams) for k, v in scene.priors.items()},
         _cache=None,
         _mask_cache=None,
     )

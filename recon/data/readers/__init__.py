@@ -26,6 +26,7 @@ _BUILTIN = {
     "n3dv": "recon.data.readers.n3dv",
     "llff": "recon.data.readers.llff",
     "neus": "recon.data.readers.neus",
+    "monosdf": "recon.data.readers.monosdf",
 }
 ALIASES = {
     "instant-ngp": "nerfstudio",
@@ -37,6 +38,7 @@ ALIASES = {
     "neural-3d-video": "n3dv",
     "idr": "neus",
     "dtu": "neus",
+    "volsdf": "neus",
 }
 _registered: dict[str, Any] = {}
 

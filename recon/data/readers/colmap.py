@@ -19,7 +19,8 @@ RADIAL_FISHEYE             f cx cy k1 k2              fisheye (k1 k2)
 COLMAP's pixel convention (the top-left pixel's centre at (0.5, 0.5)) is ours, so intrinsics are used as they are.
 Images are sorted by name; every ``test_every``-th is held out. ``downscale=n`` uses ``images_n/`` when it exists
 (sizes read from the files, since such folders round sizes their own way), else downscales on load. Registered
-images whose file is gone (deleted after reconstruction) are skipped with one warning.
+images whose file is gone (deleted after reconstruction) are skipped with one warning. A ``masks/`` folder beside
+``images/`` gives foreground masks, matched by file stem (:func:`~recon.data.readers.common.masks_beside`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from recon.data.readers.common import (
     downscaled_folder,
     held_out_splits,
     image_size,
+    masks_beside,
     rigid_inverse,
     scale_cameras_to,
     scene_name,
@@ -163,6 +165,8 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
     )
 
     paths = [images_dir / im.name for im in kept]
+    masks, mask_warnings = masks_beside(root, paths, opts.downscale)
+    warnings += mask_warnings
     on_load = opts.downscale
     pre = downscaled_folder(root, images_dir.name, opts.downscale)
     if pre is not None and all((pre / im.name).is_file() for im in kept):
@@ -189,5 +193,6 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
         points=model.points.astype(np.float32) if len(model.points) else None,
         point_colors=colors,
         background=opts.background or (1.0, 1.0, 1.0),
+        masks=masks,
         warnings=warnings,
     )

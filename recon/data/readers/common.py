@@ -132,6 +132,36 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def masks_beside(root: Path, image_files: Sequence[Path], downscale: int, folder: str = "masks") -> tuple["ImageFiles | None", list[str]]:
+    """Foreground masks in ``root/<folder>/`` matched to the images by file stem (``0001.jpg`` <- ``0001.png``, or
+    ``0001.jpg.png`` as COLMAP names them), as object captures ship them beside LLFF or COLMAP layouts (e.g. NeRD's
+    real scenes). ``image_files`` are the full-resolution images; the masks are downscaled by ``downscale`` on load.
+
+    Returns (masks or None, warnings): no folder -> None; masks for only some images -> None and a warning that
+    says how many are missing; a mask whose size differs from its image -> an error naming it.
+    """
+    from recon.data.scene import ImageFiles
+
+    mask_dir = root / folder
+    if not mask_dir.is_dir():
+        return None, []
+    by_key = {}
+    for m in list_images(mask_dir):
+        by_key.setdefault(m.stem, m)  # 0001.png -> "0001"; 0001.jpg.png -> "0001.jpg"
+    found, missing = [], []
+    for f in image_files:
+        m = by_key.get(f.stem) or by_key.get(f.name)
+        (found.append(m) if m is not None else missing.append(f.name))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        return None, [f"{folder}/ has no mask for {len(missing)} of {len(image_files)} images ({shown}); masks not used"]
+    if image_size(found[0]) != image_size(image_files[0]):
+        w, h = image_size(found[0])
+        iw, ih = image_size(image_files[0])
+        raise ReconError(f"mask is {w}x{h} but its image {image_files[0].name} is {iw}x{ih}", found[0])
+    return ImageFiles(found, downscale), []
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError

@@ -24,6 +24,7 @@ from recon.data.readers.common import (
     held_out_splits,
     image_size,
     list_images,
+    masks_beside,
     scale_cameras_to,
     scene_name,
 )
@@ -128,6 +129,7 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
             f"camera count mismatch: poses_bounds.npy has {len(pb.camtoworlds)} poses but images/ has {len(files)} images",
             pb_path if files else images_dir,
         )
+    masks, warnings = masks_beside(root, files, opts.downscale)
     on_load = opts.downscale
     pre = downscaled_folder(root, "images", opts.downscale)
     if pre is not None:
@@ -149,4 +151,6 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
         splits=held_out_splits(len(files), opts.test_every),
         near_far=pb.near_far,
         background=opts.background or (1.0, 1.0, 1.0),
+        masks=masks,
+        warnings=warnings,
     )

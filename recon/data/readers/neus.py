@@ -80,8 +80,17 @@ def find_cameras(root: Path) -> Path | None:
 
 def detect(path: Path) -> bool:
     if path.is_file():
-        return path.name in CAMERA_FILES
+        return path.name in CAMERA_FILES and (path.parent / "image").is_dir()
     return find_cameras(path) is not None and (path / "image").is_dir()
+
+
+def read_projections(cam_path: Path) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """``world_mat_i`` and ``scale_mat_i`` of an IDR/NeuS/VolSDF/MonoSDF camera file, by index."""
+    try:
+        npz = np.load(cam_path, allow_pickle=False)
+        return _indexed(npz, "world_mat_"), _indexed(npz, "scale_mat_")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ReconError(f"cannot read .npz ({type(exc).__name__}: {str(exc)[:100]})", cam_path) from None
 
 
 def load(path: Path, opts: LoadOptions) -> SceneData:
@@ -89,21 +98,42 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
     cam_path = path if path.is_file() else find_cameras(root)
     if cam_path is None:
         raise ReconError(f"no {' or '.join(CAMERA_FILES)}", root)
-    try:
-        npz = np.load(cam_path, allow_pickle=False)
-        world = _indexed(npz, "world_mat_")
-        scale = _indexed(npz, "scale_mat_")
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ReconError(f"cannot read .npz ({type(exc).__name__}: {str(exc)[:100]})", cam_path) from None
-
+    world, scale = read_projections(cam_path)
     files = list_images(root / "image")
     if not files:
         raise ReconError("no images in image/", root / "image")
     n = len(files)
+    cameras, aabb, warnings = cameras_from_projections(world, scale, n, image_size(files[0]), cam_path, opts.downscale, "image/")
+
+    masks = None
+    mask_files = list_images(root / "mask")
+    if mask_files:
+        if len(mask_files) != n:
+            raise ReconError(f"{len(mask_files)} masks in mask/ but {n} images in image/", root / "mask")
+        masks = ImageFiles(mask_files, opts.downscale)
+
+    return SceneData(
+        name=scene_name(root),
+        format=NAME,
+        root=root,
+        cameras=cameras,
+        images=ImageFiles(files, opts.downscale),
+        masks=masks,
+        splits=held_out_splits(n, opts.test_every),
+        aabb=aabb,
+        background=opts.background or (1.0, 1.0, 1.0),
+        warnings=warnings,
+    )
+
+
+def cameras_from_projections(world: dict[int, np.ndarray], scale: dict[int, np.ndarray], n: int, size: tuple[int, int], cam_path: Path,
+                             downscale: int, images_named: str) -> tuple[Cameras, np.ndarray | None, list[str]]:
+    """Cameras (data frame) of ``n`` images of ``size`` (w, h) from their projections, and the region of interest
+    (``scale_mat``'s sphere as a box, or None with a warning). ``images_named`` says where the images were counted."""
     if sorted(world) != list(range(len(world))):
         raise ReconError(f"world_mat_i entries are not numbered 0..{len(world) - 1}", cam_path)
     if len(world) != n:
-        raise ReconError(f"camera count mismatch: {len(world)} world_mat entries but {n} images in image/", cam_path)
+        raise ReconError(f"camera count mismatch: {len(world)} world_mat entries but {n} images in {images_named}", cam_path)
 
     Ks, c2ws = [], []
     for i in range(n):
@@ -121,7 +151,7 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
     check_poses(c2w, cam_path)
     Ks = np.stack(Ks)
 
-    w, h = image_size(files[0])
+    w, h = size
     cameras = Cameras.create(
         c2w,
         fx=Ks[:, 0, 0],
@@ -131,15 +161,8 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
         width=w,
         height=h,
     )
-    if opts.downscale > 1:
-        cameras = cameras.scaled(1.0 / opts.downscale)
-
-    masks = None
-    mask_files = list_images(root / "mask")
-    if mask_files:
-        if len(mask_files) != n:
-            raise ReconError(f"{len(mask_files)} masks in mask/ but {n} images in image/", root / "mask")
-        masks = ImageFiles(mask_files, opts.downscale)
+    if downscale > 1:
+        cameras = cameras.scaled(1.0 / downscale)
 
     aabb = None
     warnings = []
@@ -157,15 +180,4 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
     if skew.max() > 1e-3:
         warnings.append(f"camera skew up to {skew.max():.2g} x fx ignored")
 
-    return SceneData(
-        name=scene_name(root),
-        format=NAME,
-        root=root,
-        cameras=cameras,
-        images=ImageFiles(files, opts.downscale),
-        masks=masks,
-        splits=held_out_splits(n, opts.test_every),
-        aabb=aabb,
-        background=opts.background or (1.0, 1.0, 1.0),
-        warnings=warnings,
-    )
+    return cameras, aabb, warnings

@@ -136,6 +136,25 @@ def test_video_end_to_end(tmp_path):
     assert e["rotation_deg_median"] < 1.0 and e["center_rel_median"] < 0.02
 
 
+def test_two_videos_get_a_folder_and_a_camera_each(tmp_path):
+    """Two clips of one walk: frames in images/<clip>/, one camera per clip, both posed in one model."""
+    from recon.demo import capture as cap
+
+    clip = cap.render(n_views=48, resolution=192, turns=0.5)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", clip["images"][:24])
+    write_video(videos / "b.mp4", clip["images"][24:])
+    out = tmp_path / "dataset"
+    report = process(videos, out, ProcessConfig(max_frames=16, downscale=(2,)), quiet())
+    assert report["images"] == 16 and len(report["cameras"]) == 2
+    assert report["registered_images"] >= 15, report["unregistered"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a", "b"] and (out / "images_2" / "b").is_dir()
+    scene = load_scene(out, test_every=0)
+    assert len(scene.cameras) == report["registered_images"]
+    assert all("/images/a/" in str(p) or "/images/b/" in str(p) for p in scene.images.paths)
+
+
 # ---------------------------------------------------------------------------------------------------- bad input
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "recon.cli", "data", "process", *map(str, args)], capture_output=True, text=True, cwd=REPO)

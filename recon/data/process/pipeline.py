@@ -42,7 +42,7 @@ class ProcessConfig:
     """COLMAP camera model: pinhole, simple_pinhole, simple_radial, radial (one focal length, k1, k2), opencv (fx,
     fy, k1, k2, p1, p2), full_opencv, opencv_fisheye. Why radial by default: docs/data_process.md."""
     single_camera: bool = True
-    """One shared camera for all images (one phone or one video); off: one camera per image."""
+    """One shared camera for all photos (one phone), one per video for videos; off: one camera per image."""
     masks: Path | None = None
     """Folder of masks (<image stem>.png, 0 = ignore) used to keep features off moving things; copied to
     OUT/masks/."""
@@ -135,22 +135,26 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
                 shutil.copy2(f, images / f.name)
                 bar.advance()
             names = [f.name for f in inputs.files]
-            single = cfg.single_camera and len(set(sizes)) == 1
-            if cfg.single_camera and not single:
+            mode = "single" if cfg.single_camera and len(set(sizes)) == 1 else "per_image"
+            if cfg.single_camera and mode != "single":
                 console.print("[yellow]recon data process[/]: the photos differ in size; one camera per photo")
         else:
             infos = [framelib.probe(v) for v in inputs.files]
             budget = framelib.frame_budget(infos, cfg.max_frames)
             bar.stage("video frames", sum(i.frames for i in infos))
             frames_info, names = [], []
-            for info, count in zip(infos, budget):
-                kept = framelib.extract(info, count, images, info.path.stem, on_frame=lambda _i: bar.advance())
+            # Several videos: a folder (and a camera) each; their stems are made unique for the folder names.
+            sub = _unique_stems([i.path for i in infos]) if len(infos) > 1 else [""]
+            for info, count, folder in zip(infos, budget, sub):
+                kept = framelib.extract(info, count, images / folder, info.path.stem, on_frame=lambda _i: bar.advance())
+                for k in kept:
+                    k["name"] = f"{folder}/{k['name']}" if folder else k["name"]
                 frames_info.append({"video": str(info.path), "frames": info.frames, "fps": info.fps, "size": list(info.size), "kept": kept})
                 names += [k["name"] for k in kept]
-            single = cfg.single_camera and len(infos) == 1
+            mode = "per_image" if not cfg.single_camera else ("single" if len(infos) == 1 else "per_folder")
         seconds["gather"] = time.perf_counter() - t
         mask_dir = _colmap_masks(Path(cfg.masks), names, tmp) if cfg.masks is not None else None
-        opts = SfmOptions(matcher=cfg.matcher, camera_model=cfg.camera_model, single_camera=single, mask_dir=mask_dir,
+        opts = SfmOptions(matcher=cfg.matcher, camera_model=cfg.camera_model, camera_mode=mode, mask_dir=mask_dir,
                           vocab_tree=cfg.vocab_tree, seed=cfg.seed, colmap_log=cfg.colmap_log)
         try:
             result = run_sfm(images, names, tmp / "colmap_work", opts, bar, video=inputs.kind == "videos")
@@ -186,6 +190,15 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
     }
 
 
+def _unique_stems(paths: list[Path]) -> list[str]:
+    """Folder names for videos: their stems, numbered where two are the same."""
+    out, seen = [], {}
+    for p in paths:
+        k = seen[p.stem] = seen.get(p.stem, 0) + 1
+        out.append(p.stem if k == 1 else f"{p.stem}_{k}")
+    return out
+
+
 def _colmap_masks(mask_dir: Path, names: list[str], tmp: Path) -> Path:
     """Masks named ``<stem>.png`` (recon's convention) -> ``masks/<stem>.png`` in the dataset and COLMAP's
     ``<image name>.png`` beside it for feature extraction."""
@@ -201,6 +214,7 @@ def _colmap_masks(mask_dir: Path, names: list[str], tmp: Path) -> Path:
         if src is None:
             continue
         sh.copy2(src, tmp / "masks" / f"{stem}.png")
+        (colmap / f"{n}.png").parent.mkdir(parents=True, exist_ok=True)
         sh.copy2(src, colmap / f"{n}.png")
         found += 1
     if found == 0:
@@ -215,6 +229,7 @@ def _downscale(images: Path, names: list[str], factors, advance) -> None:
         folder = images.parent / f"images_{int(d)}"
         folder.mkdir(exist_ok=True)
         for n in names:
+            (folder / n).parent.mkdir(parents=True, exist_ok=True)
             with Image.open(images / n) as im:
                 w, h = im.size
                 im.resize((max(1, round(w / d)), max(1, round(h / d))), Image.Resampling.LANCZOS).save(folder / n, quality=95)

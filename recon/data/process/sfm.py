@@ -24,7 +24,7 @@ CAMERA_MODELS = ("pinhole", "simple_pinhole", "simple_radial", "radial", "opencv
 class SfmOptions:
     matcher: str = "auto"  # auto: sequential for video frames, exhaustive for photos
     camera_model: str = "radial"
-    single_camera: bool = True  # one camera for all images (one phone, one video)
+    camera_mode: str = "single"  # single (one phone, one video), per_folder (one camera per video), per_image
     mask_dir: Path | None = None  # COLMAP convention: <mask_dir>/<image name>.png, 0 = ignore
     vocab_tree: Path | None = None  # for --matcher vocab and loop detection in sequential matching
     seed: int = 0
@@ -50,6 +50,27 @@ class Progress:
     def stage(self, name: str, total: int | None) -> None: ...
 
     def advance(self, n: int = 1) -> None: ...
+
+
+def _camera_groups(names: list[str], mode: str) -> list[list[str]]:
+    """Images that share a camera: all (single), those of one folder (per_folder), or each alone (per_image: one
+    group, a camera per image)."""
+    if mode == "per_folder":
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(str(Path(n).parent), []).append(n)
+        return list(groups.values())
+    return [list(names)]
+
+
+def _camera_of(db_path: Path, name: str) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(str(db_path))
+    try:
+        return int(con.execute("SELECT camera_id FROM images WHERE name = ?", (name,)).fetchone()[0])
+    finally:
+        con.close()
 
 
 def _database_stats(db_path: Path) -> tuple[float, int]:
@@ -91,17 +112,20 @@ def run_sfm(image_dir: Path, names: list[str], work_dir: Path, opts: SfmOptions,
         reader.mask_path = str(opts.mask_dir)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = opts.threads
-    mode = pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.PER_IMAGE
     t = time.perf_counter()
     progress.stage("features (SIFT)", len(names))
     chunk = max(1, min(16, len(names) // 10 or 1))
-    for i in range(0, len(names), chunk):
-        part = names[i : i + chunk]
-        if i > 0 and opts.single_camera:
-            reader.existing_camera_id = 1  # the camera the first chunk created
-        pycolmap.extract_features(db, image_dir, image_names=part, camera_mode=mode, reader_options=reader,
-                                  extraction_options=extraction, device=pycolmap.Device.cpu)
-        progress.advance(len(part))
+    for group in _camera_groups(names, opts.camera_mode):
+        # The group's first chunk creates its camera; the later chunks attach their images to it.
+        reader.existing_camera_id = -1
+        for i in range(0, len(group), chunk):
+            part = group[i : i + chunk]
+            mode = pycolmap.CameraMode.PER_IMAGE if opts.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
+            pycolmap.extract_features(db, image_dir, image_names=part, camera_mode=mode, reader_options=reader,
+                                      extraction_options=extraction, device=pycolmap.Device.cpu)
+            if opts.camera_mode != "per_image" and i == 0:
+                reader.existing_camera_id = _camera_of(db, part[0])
+            progress.advance(len(part))
     seconds["features"] = time.perf_counter() - t
 
     # ---- matching

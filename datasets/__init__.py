@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEMO_SCENES: dict[str, str] = {
     "static": "textured toy object (pedestal, ball, ring, cone, cubes), 48 RGBA views around it, 128 px",
     "dynamic": "multi-view video: rolling ball, spinning cube, waving flag in a static courtyard; "
-    "8 fixed cameras x 24 frames, 96 px; camera 0 is the test camera",
+    "16 fixed cameras x 24 frames, 96 px; camera 0 is the test camera",
     "open_surface": "open pleated skirt (two boundary loops), seen inside and out from 48 RGBA views, 128 px",
     "solids": "cube, sphere, cylinder and superquadric on a ground plane, 40 RGBA views, 128 px; GT primitives",
     "pbr": "physically based materials with ground-truth material maps, shaded by recon itself (quick tests only; "

@@ -138,8 +138,8 @@ def test_sizes_and_counts(scenes, name):
     gt = s.ground_truth
     assert gt["depth"].shape == (len(s), h, w) and gt["normal"].shape == (len(s), h, w, 3)
     if name == "dynamic":
-        assert len(s) == 8 * 24 and s.image(0).shape == (h, w, 3) and s.is_dynamic
-        assert set(np.unique(s.camera_ids)) == set(range(8)) and set(np.unique(s.frame_ids)) == set(range(24))
+        assert len(s) == 16 * 24 and s.image(0).shape == (h, w, 3) and s.is_dynamic
+        assert set(np.unique(s.camera_ids)) == set(range(16)) and set(np.unique(s.frame_ids)) == set(range(24))
         np.testing.assert_allclose(s.cameras.times.numpy(), s.frame_ids / 23.0, atol=1e-6)
         assert (s.camera_ids[s.splits["test"]] == 0).all() and (s.camera_ids[s.splits["train"]] != 0).all()
         assert (s.cameras.camtoworlds[s.camera_ids == 3] == s.cameras.camtoworlds[3 * 24]).all()  # fixed cameras

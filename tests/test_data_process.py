@@ -100,6 +100,17 @@ def test_photos_are_posed_like_the_true_cameras(capture, tmp_path):
     assert int(half.cameras.widths[0]) == 96 and len(half.cameras) == 24
 
 
+def test_undistort_writes_pinhole_data(capture, tmp_path):
+    photos = write_pngs(tmp_path / "photos", capture["images"][:12])
+    out = tmp_path / "dataset"
+    report = process(photos, out, ProcessConfig(undistort=True, downscale=(2,)), quiet())
+    assert [c["model"] for c in report["cameras"]] == ["PINHOLE"] and "undistort" in report["seconds"]
+    scene = load_scene(out, test_every=0)
+    assert scene.cameras.is_pinhole and len(scene.cameras) == report["registered_images"] >= 10
+    w, h = report["cameras"][0]["width"], report["cameras"][0]["height"]
+    assert scene.image(0).shape[:2] == (h, w) and load_scene(out, downscale=2).image(0).shape[:2] == (round(h / 2), round(w / 2))
+
+
 # ---------------------------------------------------------------------------------------------------- video
 def test_sharpest_frame_of_each_stretch(tmp_path):
     """Frames 3k and 3k+2 are blurred copies: extraction keeps 3k+1, one per stretch of three."""

@@ -50,6 +50,9 @@ class ProcessConfig:
     """COLMAP vocabulary tree file, for --matcher vocab and loop detection in sequential matching."""
     seed: int = 0
     """Random seed of COLMAP's RANSAC and mapper."""
+    undistort: bool = False
+    """Write undistorted images and PINHOLE cameras (COLMAP's image undistorter) instead of the originals with the
+    lens model (recon undistorts at load either way; other tools may want pinhole data)."""
     overwrite: bool = False
     """Replace OUT if it exists."""
     colmap_log: bool = False
@@ -165,6 +168,13 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
         sparse = tmp / "sparse" / "0"
         sparse.mkdir(parents=True)
         result.reconstruction.write(str(sparse))
+        if cfg.undistort:
+            t = time.perf_counter()
+            bar.stage("undistorting", None)
+            _undistort(tmp, result.registered)
+            result.reconstruction = _read_reconstruction(sparse)
+            seconds["undistort"] = time.perf_counter() - t
+            names = result.registered  # the undistorter writes the posed images only
         t = time.perf_counter()
         if cfg.downscale:
             bar.stage("downscaled copies", len(names) * len(cfg.downscale))
@@ -188,6 +198,24 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
         "video_frames": frames_info,
         "seconds": seconds,
     }
+
+
+def _undistort(tmp: Path, names: list[str]) -> None:
+    """Replace images/ and sparse/0 by COLMAP's undistorted images and PINHOLE model."""
+    import pycolmap
+
+    work = tmp / "colmap_work" / "undistorted"
+    pycolmap.undistort_images(str(work), str(tmp / "sparse" / "0"), str(tmp / "images"), image_names=names)
+    shutil.rmtree(tmp / "images")
+    shutil.rmtree(tmp / "sparse" / "0")
+    (work / "images").rename(tmp / "images")
+    (work / "sparse").rename(tmp / "sparse" / "0")
+
+
+def _read_reconstruction(folder: Path):
+    import pycolmap
+
+    return pycolmap.Reconstruction(str(folder))
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:

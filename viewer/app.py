@@ -32,7 +32,7 @@ from rich.console import Console
 from .camera import ViewCamera, from_camtoworld, look_at_point, scene_up, vertical_fov
 from .gui import MetricsPanel, RenderPanel, TrainingPanel, ViewPanel
 from .path_panel import CameraPathPanel
-from .render import ViewRenderer
+from .render import RenderSettings, ViewRenderer
 from .scene_nodes import MeshNode, SplatNode, TrainingCameras, camera_extent
 from .server import start_server, stop_server
 from .worker import Frame, RenderWorker
@@ -214,12 +214,17 @@ class ViewerApp:
         # Never render far beyond what the canvas can show (2x covers high-DPI screens).
         side = min(side, 2 * max(view.width, view.height))
         occlude = self.view_panel.occlude is not None and bool(self.view_panel.occlude.value)
-        settings = panel.settings()
-        if cv.time_override is not None and settings.time is not None:
-            settings = replace(settings, time=cv.time_override)
-        image, depth = self.renderer.render_with_depth(view, side, settings, depth=occlude)
+        image, depth = self.renderer.render_with_depth(view, side, self._settings_of(cv), depth=occlude)
         cv.last_view = view
         return Frame(image=image, low=low, seconds=0.0, depth=depth)
+
+    @staticmethod
+    def _settings_of(cv: ClientView) -> RenderSettings:
+        """What ``cv``'s browser shows: its panel's settings, at a path preview's time while one is shown."""
+        settings = cv.panel.settings()
+        if cv.time_override is not None and settings.time is not None:
+            settings = replace(settings, time=cv.time_override)
+        return settings
 
     def _publish(self, cv: ClientView, frame: Frame) -> None:
         if self._client_side or self._closed or cv.client.client_id not in self._clients:
@@ -367,13 +372,11 @@ class ViewerApp:
         from recon.io.images import save_image
 
         view = ViewCamera.from_handle(client.camera)
-        panel = self.panel_of(client)
-        if panel is None:  # the browser left
+        cv = self.clients.get(client.client_id)
+        if cv is None:  # the browser left
             return None
-        settings = panel.settings()
-        if (cv := self.clients.get(client.client_id)) is not None and cv.time_override is not None and settings.time is not None:
-            settings = replace(settings, time=cv.time_override)  # what the browser shows: a path preview's time
-        image = self.renderer.render(view, int(panel.max_side.value), settings)
+        settings = self._settings_of(cv)
+        image = self.renderer.render(view, int(cv.panel.max_side.value), settings)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
         name = f"view-{stamp}-{settings.output}.png"
         path = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +24,7 @@ from recon.errors import ReconError
 from . import frames as framelib
 from .inputs import check_images, collect
 from .sfm import Progress as SfmProgress
-from .sfm import SfmOptions, reconstruction_stats, run_sfm
+from .sfm import SfmOptions, check_options, reconstruction_stats, run_sfm
 
 REPORT = "process_report.json"
 
@@ -61,13 +61,13 @@ class ProcessConfig:
 
 @dataclass
 class _Bar(SfmProgress):
+    """One rich progress line per stage; starting a stage marks the previous one complete."""
+
     progress: Progress
     task: int | None = None
-    started: dict = field(default_factory=dict)
 
     def stage(self, name: str, total: int | None) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[self.task].total or 1, total=self.progress.tasks[self.task].total or 1)
+        self.done()
         self.task = self.progress.add_task(name, total=total)
 
     def advance(self, n: int = 1) -> None:
@@ -97,6 +97,7 @@ def process(input_path: Path, out: Path, cfg: ProcessConfig, console: Console | 
     out = Path(out)
     if out.exists() and not cfg.overwrite:
         raise ReconError("exists already (use --overwrite to replace it)", out)
+    check_options(cfg.matcher, cfg.camera_model, cfg.vocab_tree)
     inputs = collect(Path(input_path))
     if cfg.masks is not None and not Path(cfg.masks).is_dir():
         raise ReconError("--masks: not a folder", cfg.masks)
@@ -171,8 +172,7 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
         if cfg.undistort:
             t = time.perf_counter()
             bar.stage("undistorting", None)
-            _undistort(tmp, result.registered)
-            result.reconstruction = _read_reconstruction(sparse)
+            result.reconstruction = _undistort(tmp, result.registered)
             seconds["undistort"] = time.perf_counter() - t
             names = result.registered  # the undistorter writes the posed images only
         t = time.perf_counter()
@@ -200,8 +200,8 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
     }
 
 
-def _undistort(tmp: Path, names: list[str]) -> None:
-    """Replace images/ and sparse/0 by COLMAP's undistorted images and PINHOLE model."""
+def _undistort(tmp: Path, names: list[str]):
+    """Replace images/ and sparse/0 by COLMAP's undistorted images and PINHOLE model; returns that model."""
     import pycolmap
 
     work = tmp / "colmap_work" / "undistorted"
@@ -210,12 +210,7 @@ def _undistort(tmp: Path, names: list[str]) -> None:
     shutil.rmtree(tmp / "sparse" / "0")
     (work / "images").rename(tmp / "images")
     (work / "sparse").rename(tmp / "sparse" / "0")
-
-
-def _read_reconstruction(folder: Path):
-    import pycolmap
-
-    return pycolmap.Reconstruction(str(folder))
+    return pycolmap.Reconstruction(str(tmp / "sparse" / "0"))
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -230,8 +225,6 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 def _colmap_masks(mask_dir: Path, names: list[str], tmp: Path) -> Path:
     """Masks named ``<stem>.png`` (recon's convention) -> ``masks/<stem>.png`` in the dataset and COLMAP's
     ``<image name>.png`` beside it for feature extraction."""
-    import shutil as sh
-
     colmap = tmp / "colmap_work" / "masks"
     colmap.mkdir(parents=True, exist_ok=True)
     (tmp / "masks").mkdir(exist_ok=True)
@@ -241,9 +234,9 @@ def _colmap_masks(mask_dir: Path, names: list[str], tmp: Path) -> Path:
         src = next((p for p in (mask_dir / f"{stem}.png", mask_dir / f"{n}.png") if p.is_file()), None)
         if src is None:
             continue
-        sh.copy2(src, tmp / "masks" / f"{stem}.png")
+        shutil.copy2(src, tmp / "masks" / f"{stem}.png")
         (colmap / f"{n}.png").parent.mkdir(parents=True, exist_ok=True)
-        sh.copy2(src, colmap / f"{n}.png")
+        shutil.copy2(src, colmap / f"{n}.png")
         found += 1
     if found == 0:
         raise ReconError(f"--masks: no mask matches any image (expected <image stem>.png, e.g. {Path(names[0]).stem}.png)", mask_dir)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from recon.errors import ReconError
@@ -63,40 +61,42 @@ def _camera_groups(names: list[str], mode: str) -> list[list[str]]:
     return [list(names)]
 
 
-def _camera_of(db_path: Path, name: str) -> int:
+def _query(db_path: Path, sql: str, *args) -> list[tuple]:
+    """Rows of one query on COLMAP's database."""
     import sqlite3
+    from contextlib import closing
 
-    con = sqlite3.connect(str(db_path))
-    try:
-        return int(con.execute("SELECT camera_id FROM images WHERE name = ?", (name,)).fetchone()[0])
-    finally:
-        con.close()
+    with closing(sqlite3.connect(str(db_path))) as con:
+        return con.execute(sql, args).fetchall()
+
+
+def _camera_of(db_path: Path, name: str) -> int:
+    return int(_query(db_path, "SELECT camera_id FROM images WHERE name = ?", name)[0][0])
 
 
 def _database_stats(db_path: Path) -> tuple[float, int]:
     """(mean keypoints per image, image pairs with verified geometry) from COLMAP's database."""
-    import sqlite3
-
-    con = sqlite3.connect(str(db_path))
-    try:
-        rows = con.execute("SELECT rows FROM keypoints").fetchall()
-        pairs = con.execute("SELECT COUNT(*) FROM two_view_geometries WHERE rows >= 15").fetchone()[0]
-    finally:
-        con.close()
+    rows = _query(db_path, "SELECT rows FROM keypoints")
+    pairs = _query(db_path, "SELECT COUNT(*) FROM two_view_geometries WHERE rows >= 15")[0][0]
     return (float(np.mean([r[0] for r in rows])) if rows else 0.0), int(pairs)
 
 
+def check_options(matcher: str, camera_model: str, vocab_tree: Path | None) -> None:
+    """A bad --matcher, --camera-model or a vocab matcher without its tree: one line, before any work starts."""
+    if matcher not in MATCHERS:
+        raise ReconError(f"unknown --matcher {matcher!r} (choose from {', '.join(MATCHERS)})")
+    if camera_model not in CAMERA_MODELS:
+        raise ReconError(f"unknown --camera-model {camera_model!r} (choose from {', '.join(CAMERA_MODELS)})")
+    if matcher == "vocab" and vocab_tree is None:
+        raise ReconError("--matcher vocab needs --vocab-tree FILE (COLMAP's vocabulary tree; this machine cannot download one)")
+
+
 def run_sfm(image_dir: Path, names: list[str], work_dir: Path, opts: SfmOptions, progress: Progress, video: bool = False) -> SfmResult:
-    """Pose the images ``names`` (relative to ``image_dir``); COLMAP's database goes to ``work_dir``."""
+    """Pose the images ``names`` (relative to ``image_dir``); COLMAP's database goes to ``work_dir``. ``opts`` have
+    passed :func:`check_options` (``process`` checks them before any work starts)."""
     import pycolmap
 
-    if opts.matcher not in MATCHERS:
-        raise ReconError(f"unknown --matcher {opts.matcher!r} (choose from {', '.join(MATCHERS)})")
-    if opts.camera_model not in CAMERA_MODELS:
-        raise ReconError(f"unknown --camera-model {opts.camera_model!r} (choose from {', '.join(CAMERA_MODELS)})")
     matcher = opts.matcher if opts.matcher != "auto" else ("sequential" if video else "exhaustive")
-    if matcher == "vocab" and opts.vocab_tree is None:
-        raise ReconError("--matcher vocab needs --vocab-tree FILE (COLMAP's vocabulary tree; this machine cannot download one)")
     pycolmap.set_random_seed(int(opts.seed))
     # COLMAP logs hundreds of lines per run through glog (and its own error line when mapping fails, which the
     # ReconError below says better); keep it quiet unless asked for.
@@ -115,12 +115,12 @@ def run_sfm(image_dir: Path, names: list[str], work_dir: Path, opts: SfmOptions,
     t = time.perf_counter()
     progress.stage("features (SIFT)", len(names))
     chunk = max(1, min(16, len(names) // 10 or 1))
+    mode = pycolmap.CameraMode.PER_IMAGE if opts.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
     for group in _camera_groups(names, opts.camera_mode):
         # The group's first chunk creates its camera; the later chunks attach their images to it.
         reader.existing_camera_id = -1
         for i in range(0, len(group), chunk):
             part = group[i : i + chunk]
-            mode = pycolmap.CameraMode.PER_IMAGE if opts.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
             pycolmap.extract_features(db, image_dir, image_names=part, camera_mode=mode, reader_options=reader,
                                       extraction_options=extraction, device=pycolmap.Device.cpu)
             if opts.camera_mode != "per_image" and i == 0:

@@ -105,6 +105,7 @@ def test_undistort_writes_pinhole_data(capture, tmp_path):
     out = tmp_path / "dataset"
     report = process(photos, out, ProcessConfig(undistort=True, downscale=(2,)), quiet())
     assert [c["model"] for c in report["cameras"]] == ["PINHOLE"] and "undistort" in report["seconds"]
+    assert report["images"] == 12  # the input count, not the registered one
     scene = load_scene(out, test_every=0)
     assert scene.cameras.is_pinhole and len(scene.cameras) == report["registered_images"] >= 10
     w, h = report["cameras"][0]["width"], report["cameras"][0]["height"]

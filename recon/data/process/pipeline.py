@@ -174,11 +174,11 @@ def _run(inputs, tmp: Path, cfg: ProcessConfig, console: Console) -> dict:
             bar.stage("undistorting", None)
             result.reconstruction = _undistort(tmp, result.registered)
             seconds["undistort"] = time.perf_counter() - t
-            names = result.registered  # the undistorter writes the posed images only
+        written = result.registered if cfg.undistort else names  # the undistorter writes the posed images only
         t = time.perf_counter()
         if cfg.downscale:
-            bar.stage("downscaled copies", len(names) * len(cfg.downscale))
-            _downscale(images, names, cfg.downscale, bar.advance)
+            bar.stage("downscaled copies", len(written) * len(cfg.downscale))
+            _downscale(images, written, cfg.downscale, bar.advance)
             bar.done()
         seconds["downscale"] = time.perf_counter() - t
     rec = result.reconstruction

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from recon.data.readers.common import IMAGE_EXTENSIONS
+from recon.data.video import VIDEO_EXTENSIONS
 from recon.errors import ReconError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+IMAGE_EXTS = tuple(e for e in IMAGE_EXTENSIONS if e != ".exr")  # what recon reads, less what COLMAP cannot
+VIDEO_EXTS = VIDEO_EXTENSIONS + (".m4v",)  # what recon's video reader takes, plus phones' .m4v
 
 
 @dataclass

@@ -155,9 +155,8 @@ def masks_beside(root: Path, image_files: Sequence[Path], downscale: int, folder
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         return None, [f"{folder}/ has no mask for {len(missing)} of {len(image_files)} images ({shown}); masks not used"]
-    if image_size(found[0]) != image_size(image_files[0]):
-        w, h = image_size(found[0])
-        iw, ih = image_size(image_files[0])
+    (w, h), (iw, ih) = image_size(found[0]), image_size(image_files[0])
+    if (w, h) != (iw, ih):
         raise ReconError(f"mask is {w}x{h} but its image {image_files[0].name} is {iw}x{ih}", found[0])
     return ImageFiles(found, downscale), []
 

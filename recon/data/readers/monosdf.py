@@ -67,13 +67,16 @@ class PriorFiles:
             a = read_image_file(p)
             a = a[..., :1] if self.kind == "depth" else a[..., :3]
         if self.kind == "normal":
-            n = a[..., :3] * 2.0 - 1.0
-            a = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
+            a = _unit(a[..., :3] * 2.0 - 1.0)
         if self.factor > 1:
             a = downscale_image(a, self.factor)
-            if self.kind == "normal":
-                a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+            if self.kind == "normal":  # averaged unit vectors are shorter than 1
+                a = _unit(a)
         return a.astype(np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
 
 
 def _matching(frames: list[Path], suffix: str, exts: tuple[str, ...]) -> tuple[list[Path] | None, int]:
@@ -85,6 +88,11 @@ def _matching(frames: list[Path], suffix: str, exts: tuple[str, ...]) -> tuple[l
         found.append(hit)
     have = sum(h is not None for h in found)
     return (found if have == len(frames) else None), have
+
+
+def _is_colour(img: np.ndarray) -> bool:
+    """Whether an image's channels differ anywhere (a colour-mapped visualisation, not grey data)."""
+    return img.shape[-1] >= 3 and float(np.ptp(img[..., :3], axis=-1).max()) > 1e-3
 
 
 def load(path: Path, opts: LoadOptions) -> SceneData:
@@ -103,8 +111,7 @@ def load(path: Path, opts: LoadOptions) -> SceneData:
             if have:
                 warnings.append(f"{kind} priors for {have} of {len(frames)} views only: not used")
             continue
-        if kind == "depth" and files[0].suffix == ".png" and read_image_file(files[0]).shape[-1] >= 3 and \
-                np.ptp(read_image_file(files[0])[..., :3], axis=-1).max() > 1e-3:
+        if kind == "depth" and files[0].suffix == ".png" and _is_colour(read_image_file(files[0])):
             warnings.append("the *_depth.png files are colour visualisations (no *_depth.npy): depth priors not used")
             continue
         priors[kind] = PriorFiles(files, kind, opts.downscale)

@@ -58,6 +58,14 @@ class EvalArgs:
     """Dynamic scenes: PSNR / SSIM inside and outside the moving part, from the data's dynamic masks or (multi-view
     video without masks) the test camera's own temporal change. auto: whenever the data defines that region; on:
     fail when it does not (a static run, monocular video without masks)."""
+    mesh: Optional[Path] = None
+    """A ground-truth mesh (PLY, OBJ, STL, GLB ...) in the data's frame: also score the method's own mesh against
+    it (Chamfer-L1, normal consistency, F-score, boundary loops and length; README, "Geometry metrics"). The
+    results go into the eval JSON under "geometry"."""
+    mesh_points: int = 200_000
+    """With --mesh: points sampled uniformly over the area of each mesh."""
+    fscore_threshold: float = 0.01
+    """With --mesh: the F-score's distance threshold tau, in the data's (the GT mesh's) units."""
 
 
 @dataclass
@@ -219,13 +227,18 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     from recon.engine.run import load_run
-    from recon.eval.evaluate import evaluate, write_metrics
+    from recon.eval.evaluate import evaluate, evaluate_geometry, read_mesh, write_metrics
 
     args = parse(EvalArgs, argv, prog="recon eval", description="Metrics of a run on a split.")
+    gt_mesh = None if args.mesh is None else read_mesh(args.mesh)  # a bad file is reported before the run is loaded
     run = load_run(args.run, device=args.device, data_override=args.data)
+    # Geometry first: a method without a mesh of its own fails before the images are rendered.
+    geometry = None if gt_mesh is None else evaluate_geometry(run.method, run.transform, gt_mesh, args.mesh_points, args.fscore_threshold)
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
                        with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
     metrics["step"] = run.step
+    if geometry is not None:
+        metrics["geometry"] = {"gt_mesh": str(args.mesh.resolve()), **geometry}
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items()}, indent=2))
@@ -261,7 +274,33 @@ def cmd_eval(argv: list[str]) -> int:
         for note in ("lpips_note", "dynamic_region_note"):
             if note in metrics:
                 stdout.print(metrics[note], highlight=False, soft_wrap=True, markup=False)
+        if geometry is not None:
+            _print_geometry(metrics["geometry"])
     return 0
+
+
+def _print_geometry(g: dict) -> None:
+    """The geometry metrics of ``recon eval --mesh``: one row a figure, so the tables fit a narrow terminal."""
+    from rich.table import Table
+
+    table = Table(title=f"geometry vs {Path(g['gt_mesh']).name}\n({g['n_points']} points per mesh, data units)")
+    table.add_column("metric")
+    table.add_column("value")
+    rows = [("chamfer-L1", "chamfer"), ("accuracy (pred -> gt)", "accuracy"), ("completeness (gt -> pred)", "completeness"),
+            ("normal consistency", "normal_consistency"), ("normal consistency, signed", "normal_consistency_signed"),
+            (f"F-score @ {g['fscore_threshold']:g}", "fscore"), ("precision", "precision"), ("recall", "recall")]
+    for name, key in rows:
+        table.add_row(name, f"{g[key]:.4g}")
+    stdout.print(table)
+    topo = Table(title="topology")
+    for name in ("", "pred", "gt"):
+        topo.add_column(name)
+    for key in ("faces", "components", "boundary_loops", "boundary_length", "non_manifold_edges", "watertight"):
+        topo.add_row(key.replace("_", " "), *(f"{g[w][key]:.4g}" if isinstance(g[w][key], float) else str(g[w][key]).lower() for w in ("pred", "gt")))
+    stdout.print(topo)
+    ratio = g["boundary_length_ratio"]
+    stdout.print(f"boundary length pred / gt: {'- (the GT has no boundary)' if ratio is None else f'{ratio:.4g}'}; boundary figures leave out "
+                 f"components under {100 * g['min_component_fraction']:g} % of a mesh's faces", highlight=False, markup=False, soft_wrap=True)
 
 
 def _cell(value) -> str:

@@ -196,3 +196,115 @@ def test_dynamic_region_metrics_of_a_static_run_say_it_has_no_time_axis(trained_
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "no time axis" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------- recon eval --mesh
+# No registered method has a mesh of its own yet: a minimal one whose mesh is a known sphere in the normalised frame
+# (one trained colour, so the trainer, checkpoints and the image metrics run as for any method).
+SPHERE_RADIUS = 0.5  # normalised frame, centred on its origin
+
+
+def _sphere_method():
+    from dataclasses import dataclass
+
+    import torch
+    import trimesh
+
+    from recon.methods.base import Capabilities, Method, MethodConfig
+
+    @dataclass
+    class SphereConfig(MethodConfig):
+        pass
+
+    class Sphere(Method):
+        name = "test-sphere"
+        config_cls = SphereConfig
+        capabilities = Capabilities(mesh=True)
+
+        def __init__(self, config, scene, max_steps, device):
+            super().__init__(config, scene, max_steps, device)
+            # Made here, not in setup(): loading a checkpoint skips setup() and needs the parameter to load into.
+            self.colour = torch.nn.Parameter(torch.full((3,), 0.5, device=self.device_))
+            self.adam = {"colour": torch.optim.Adam([self.colour], lr=0.01)}
+
+        def setup(self, scene):
+            pass
+
+        def optimizers(self):
+            return self.adam
+
+        def train_step(self, batch, step):
+            rgb = self.colour.expand_as(batch.image)
+            return {"loss": (rgb - batch.image).abs().mean(), "rgb": rgb.detach()}
+
+        def render(self, camera, time=None, outputs=("rgb",), background=None, **options):
+            return {"rgb": self.colour.detach().expand(int(camera.heights[0]), int(camera.widths[0]), 3)}
+
+        def mesh(self, time=None):
+            return trimesh.creation.icosphere(subdivisions=4, radius=SPHERE_RADIUS)
+
+    return Sphere
+
+
+@pytest.fixture(scope="module")
+def sphere_run(tmp_path_factory):
+    """(run directory, its scene transform) of the sphere method trained a few steps through `recon train`."""
+    import recon.methods
+    from recon.cli import main
+    from recon.engine.run import load_run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(recon.methods._REGISTRY, "test-sphere", _sphere_method())
+        out = tmp_path_factory.mktemp("sphere")
+        args = ["train", "--method", "test-sphere", "demo:static", "--max-steps", "2", "--output-dir", out, "--trainer.no-eval-at-end"]
+        assert main([str(a) for a in args]) == 0
+        run_dir = next(out.glob("*/test-sphere/*"))
+        yield run_dir, load_run(run_dir, device="cpu").transform
+
+
+def test_eval_mesh_scores_the_methods_mesh_in_the_data_frame(sphere_run, tmp_path, capsys):
+    import numpy as np
+    import trimesh
+
+    from recon.cli import main
+
+    run_dir, transform = sphere_run
+    assert transform.scale != 1  # else a missing frame mapping would go unnoticed
+    # The method's sphere in the data frame, and a GT sphere about it 20 % larger in radius.
+    centre, radius = transform.invert_points(np.zeros(3)), SPHERE_RADIUS / transform.scale
+    gap = 0.2 * radius
+    gt = trimesh.creation.icosphere(subdivisions=4, radius=radius + gap)
+    gt.apply_translation(centre)
+    gt.export(tmp_path / "gt.ply")
+    capsys.readouterr()
+    args = ["eval", run_dir, "--mesh", tmp_path / "gt.ply", "--mesh-points", "20000", "--fscore-threshold", 2 * gap, "--lpips", "none", "--json"]
+    assert main([str(a) for a in args]) == 0
+    m = json.loads(capsys.readouterr().out)
+    g = m["geometry"]
+    assert g["chamfer"] == pytest.approx(gap, rel=0.01) and g["accuracy"] == pytest.approx(gap, rel=0.01)
+    assert g["normal_consistency"] > 0.999 and g["fscore"] == 1.0 and g["n_points"] == 20000
+    assert g["pred"]["watertight"] and g["gt"]["boundary_loops"] == 0 and g["boundary_length_ratio"] is None
+    assert "psnr" in m and m["num_images"] > 0  # the image metrics still run
+    assert json.loads((run_dir / "eval-test.json").read_text())["geometry"] == g
+    # Without --json: the image table and the geometry tables.
+    assert main([str(a) for a in args[:-1]]) == 0
+    printed = capsys.readouterr().out
+    assert "psnr" in printed and "chamfer-L1" in printed and f"{g['chamfer']:.4g}" in printed and "boundary loops" in printed
+
+
+def test_eval_mesh_errors_are_one_line(trained_run, sphere_run, tmp_path):
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"not a mesh at all")
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    sphere = tmp_path / "sphere.ply"
+    __import__("trimesh").creation.icosphere(subdivisions=1).export(sphere)
+    cases = [
+        ([sphere_run[0], "--mesh", tmp_path / "missing.ply"], f"{tmp_path / 'missing.ply'}: mesh file does not exist"),
+        ([sphere_run[0], "--mesh", bad], f"{bad}: cannot read a mesh from it (ValueError"),
+        ([sphere_run[0], "--mesh", tmp_path / "empty.obj"], "empty.obj: the file holds no triangles with area"),
+        ([trained_run, "--mesh", sphere], "method 'gs' has no mesh of its own"),
+    ]
+    for args, needle in cases:
+        r = run(["eval", *args, "--lpips", "none"])
+        lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

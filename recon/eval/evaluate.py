@@ -1,5 +1,6 @@
 """Evaluation of a method on a split: per-image, per-time and mean PSNR / SSIM / LPIPS, images written; for dynamic
-scenes also PSNR / SSIM inside and outside the moving part (:mod:`recon.eval.regions`).
+scenes also PSNR / SSIM inside and outside the moving part (:mod:`recon.eval.regions`). With a ground-truth mesh,
+:func:`evaluate_geometry` scores the method's own mesh against it (:mod:`recon.eval.surface`).
 
 LPIPS uses the v0.1 weights converted into the user's cache (:mod:`recon.eval.lpips`); when they are missing or bad,
 the metrics say why (``lpips_note``) and everything else is still computed.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,12 @@ from recon.errors import ReconError
 from recon.eval.lpips import LPIPSUnavailable, load_lpips
 from recon.eval.metrics import psnr, ssim
 from recon.eval.regions import RegionSums, dynamic_regions, region_sums
+from recon.eval.surface import surface_metrics
+
+if TYPE_CHECKING:
+    import trimesh
+
+    from recon.data.normalize import SceneTransform
 
 
 @torch.no_grad()
@@ -114,6 +122,56 @@ def evaluate(
             metrics["dynamic_region_note"] = region_note
     metrics["per_image"] = rows
     return metrics
+
+
+def read_mesh(path: Path) -> "trimesh.Trimesh":
+    """The triangle mesh in a file trimesh reads (PLY, OBJ, STL, OFF, GLB ...; a scene's meshes are concatenated).
+
+    Raises:
+        ReconError: the file is missing, unreadable, or holds no triangles with area (message names the file).
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReconError("mesh file does not exist", path)
+    try:
+        mesh = trimesh.load(path, force="mesh")
+    except Exception as exc:  # trimesh's readers raise whatever their parser hits (ValueError, KeyError, struct.error ...)
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise ReconError(f"cannot read a mesh from it ({type(exc).__name__}: {detail})", path) from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or not mesh.area > 0:
+        raise ReconError("the file holds no triangles with area", path)
+    return mesh
+
+
+def evaluate_geometry(method, transform: "SceneTransform", gt: "trimesh.Trimesh", n_points: int, fscore_threshold: float, seed: int = 0) -> dict:
+    """Score the method's own mesh against ``gt`` in the data frame (the frame the GT file is in).
+
+    Args:
+        method: a method with the ``mesh`` capability; its ``mesh()`` is in the normalised frame.
+        transform: the run's scene normalisation, undone on the method's mesh (as the mesh export does).
+        gt: the ground-truth mesh, data frame.
+        n_points, fscore_threshold, seed: see :func:`recon.eval.surface.surface_metrics` (threshold in data units).
+
+    Returns:
+        :func:`recon.eval.surface.surface_metrics` of the two.
+
+    Raises:
+        ReconError: the method has no mesh of its own, its mesh is empty, or a setting is out of range.
+    """
+    import trimesh
+
+    if not method.capabilities.mesh:
+        raise ReconError(f"method {method.name!r} has no mesh of its own to compare with a ground-truth mesh")
+    if n_points < 1 or not fscore_threshold > 0:
+        raise ReconError(f"mesh points must be at least 1 and the F-score threshold above 0 (got {n_points}, {fscore_threshold})")
+    mesh = method.mesh(time=None)
+    vertices = transform.invert_points(np.asarray(mesh.vertices, dtype=np.float64))
+    pred = trimesh.Trimesh(vertices, np.asarray(mesh.faces), process=False)  # a new mesh: the method may keep its own
+    if len(pred.faces) == 0 or not pred.area > 0:
+        raise ReconError(f"method {method.name!r} returned an empty mesh: nothing to compare")
+    return surface_metrics(pred, gt, n_points=n_points, fscore_threshold=fscore_threshold, seed=seed)
 
 
 def write_metrics(metrics: dict | list, path: Path) -> None:

@@ -23,8 +23,6 @@ from recon.errors import ReconError
 from recon.eval.lpips import LPIPSUnavailable, load_lpips
 from recon.eval.metrics import psnr, ssim
 from recon.eval.regions import RegionSums, dynamic_regions, region_sums
-from recon.eval.surface import surface_metrics
-
 if TYPE_CHECKING:
     import trimesh
 
@@ -160,7 +158,9 @@ def evaluate_geometry(method, transform: "SceneTransform", gt: "trimesh.Trimesh"
     Raises:
         ReconError: the method has no mesh of its own, its mesh is empty, or a setting is out of range.
     """
-    import trimesh
+    import trimesh  # here, with surface (scipy, trimesh: half a second): image-only evaluations do not load them
+
+    from recon.eval.surface import surface_metrics
 
     if not method.capabilities.mesh:
         raise ReconError(f"method {method.name!r} has no mesh of its own to compare with a ground-truth mesh")

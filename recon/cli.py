@@ -61,7 +61,8 @@ class EvalArgs:
     mesh: Optional[Path] = None
     """A ground-truth mesh (PLY, OBJ, STL, GLB ...) in the data's frame: also score the method's own mesh against
     it (Chamfer-L1, normal consistency, F-score, boundary loops and length; README, "Geometry metrics"). The
-    results go into the eval JSON under "geometry"."""
+    results go into the eval JSON under "geometry". ``gt:NAME`` takes a mesh the data ships as ground truth
+    (demo:solids: ``gt:objects_mesh``, the solids without their ground)."""
     mesh_points: int = 200_000
     """With --mesh: points sampled uniformly over the area of each mesh."""
     fscore_threshold: float = 0.01
@@ -113,9 +114,10 @@ class ExportArgs:
     format: str = "ply"
     """Export kind, one of those the run's method offers: ply (standard 3DGS PLY), splat (antimatter15 .splat),
     mesh (the method's mesh, or a TSDF fusion of its rendered depth), mesh-pbr (GLB/OBJ with baked PBR textures),
-    frames (dynamic runs: one PLY per training time)."""
+    frames (dynamic runs: one PLY per training time), primitives (blocks: a folder of textured GLB/OBJ per block,
+    convex hulls for physics, blocks.json with each block's analytic parameters, scene.glb)."""
     output: Optional[Path] = None
-    """Output file (default: RUN/exports/<name>)."""
+    """Output file or folder (default: RUN/exports/<name>)."""
     time: Optional[float] = None
     """Dynamic runs: export the scene at this time in [0, 1]."""
     all_frames: bool = False
@@ -227,18 +229,22 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     from recon.engine.run import load_run
-    from recon.eval.evaluate import evaluate, evaluate_geometry, read_mesh, write_metrics
+    from recon.eval.evaluate import evaluate, evaluate_geometry, ground_truth_mesh, read_mesh, write_metrics
 
     args = parse(EvalArgs, argv, prog="recon eval", description="Metrics of a run on a split.")
-    gt_mesh = None if args.mesh is None else read_mesh(args.mesh)  # a bad file is reported before the run is loaded
+    from_data = args.mesh is not None and str(args.mesh).startswith("gt:")
+    # a bad file is reported before the run is loaded
+    gt_mesh = None if args.mesh is None or from_data else read_mesh(args.mesh)
     run = load_run(args.run, device=args.device, data_override=args.data)
+    if from_data:
+        gt_mesh = ground_truth_mesh(run.scene, str(args.mesh)[3:])
     # Geometry first: a method without a mesh of its own fails before the images are rendered.
     geometry = None if gt_mesh is None else evaluate_geometry(run.method, run.transform, gt_mesh, args.mesh_points, args.fscore_threshold)
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
                        with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
     metrics["step"] = run.step
     if geometry is not None:
-        metrics["geometry"] = {"gt_mesh": str(args.mesh.resolve()), **geometry}
+        metrics["geometry"] = {"gt_mesh": str(args.mesh) if from_data else str(args.mesh.resolve()), **geometry}
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items()}, indent=2))

@@ -82,3 +82,26 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
         ],
         -1,
     )
+
+
+def rot6d_to_rotmat(d6: Tensor) -> Tensor:
+    """Continuous 6D rotation representation (Zhou et al. 2019) -> rotation matrices.
+
+    The 6 numbers are the first two columns of the matrix before Gram-Schmidt; unlike quaternions or Euler angles the
+    map is continuous and has no double cover, which is why primitive fitting optimises it directly.
+
+    Args:
+        d6: [..., 6] (column 1, then column 2).
+    Returns:
+        [..., 3, 3] proper rotations.
+    """
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    b3 = torch.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def rotmat_to_rot6d(R: Tensor) -> Tensor:
+    """[..., 3, 3] rotations -> [..., 6], the inverse of :func:`rot6d_to_rotmat` on proper rotations."""
+    return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)

@@ -143,6 +143,17 @@ def read_mesh(path: Path) -> "trimesh.Trimesh":
     return mesh
 
 
+def ground_truth_mesh(scene: SceneData, name: str) -> "trimesh.Trimesh":
+    """A mesh the data ships as ground truth (``recon eval --mesh gt:NAME``; e.g. the ``solids`` demo's
+    ``objects_mesh``, its primitives without the ground), in the data's frame."""
+    import trimesh
+
+    meshes = sorted(k for k, v in scene.ground_truth.items() if isinstance(v, trimesh.Trimesh))
+    if name not in meshes:
+        raise ReconError(f"no ground-truth mesh {name!r} in this data (it has: {', '.join(meshes) or 'none'})", scene.root)
+    return scene.ground_truth[name]
+
+
 def evaluate_geometry(method, transform: "SceneTransform", gt: "trimesh.Trimesh", n_points: int, fscore_threshold: float, seed: int = 0) -> dict:
     """Score the method's own mesh against ``gt`` in the data frame (the frame the GT file is in).
 

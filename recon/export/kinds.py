@@ -8,12 +8,12 @@ Writers take ``(run, request)`` and return the written path. ``run`` is a :class
 (used only for its method, normalised scene, scene transform and run directory); every writer maps what it
 writes back to the input data's frame.
 
-Kinds that no method offers yet are not registered: ``primitives`` (Blocks World's superquadrics) arrives with the
-method that provides them.
+``primitives`` (separate analytic parts, Blocks World's superquadrics) needs the ``primitives`` capability.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -187,3 +187,15 @@ def write_pbr_mesh_export(run, request: ExportRequest) -> Path:
     export_pbr_mesh(path, np.asarray(mesh.vertices), np.asarray(mesh.faces), material_fn, transform=np.linalg.inv(run.transform.matrix))
     request.console.print(f"recon: wrote PBR mesh with {len(mesh.faces)} triangles to {path}")
     return path
+
+
+@register_export("primitives", ("primitives",), "separate parts (blocks): textured GLB/OBJ each, convex hulls for physics, blocks.json, scene.glb")
+def write_primitives_export(run, request: ExportRequest) -> Path:
+    from recon.export.primitives import write_primitives
+
+    _one_time_only(request, "primitives")
+    folder = request.output or run.run_dir / "exports" / "primitives"
+    path = write_primitives(run.method.primitives(), run.transform, folder)
+    n = len(json.loads(path.read_text())["blocks"])
+    request.console.print(f"recon: wrote {n} blocks (textured meshes, convex hulls, blocks.json, scene.glb) to {folder}")
+    return Path(folder)

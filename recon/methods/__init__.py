@@ -9,6 +9,7 @@ from recon.errors import ReconError
 #: method name -> (module path, one-line description). Modules register their class with :func:`register`.
 _KNOWN = {
     "gs": ("recon.methods.gs", "vanilla 3D Gaussian Splatting (Kerbl et al. 2023) with gsplat's densification"),
+    "blocks": ("recon.methods.blocks", "Differentiable Blocks World: a scene as a few textured superquadrics, ground and background"),
     "swift4d": ("recon.methods.swift4d", "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"),
 }
 _REGISTRY: dict[str, type] = {}

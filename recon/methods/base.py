@@ -56,6 +56,8 @@ class Capabilities:
     """:meth:`Method.materials`: PBR materials queried at surface points (``mesh-pbr`` exports)."""
     relight: bool = False
     """:meth:`Method.relight`: renders under an environment light it was not trained with."""
+    primitives: bool = False
+    """:meth:`Method.primitives`: the scene as separate analytic parts (``primitives`` export, physics)."""
 
 
 #: derived capabilities :meth:`Method.supports` answers besides the :class:`Capabilities` flags.
@@ -197,6 +199,13 @@ class Method(nn.Module):
         :mod:`recon.render.envmap`; ``to_env`` [3, 3] rotates normalised-frame directions into the map's frame).
         Returns outputs as :meth:`render` does (``rgb`` [H, W, 3] sRGB in [0, 1]). Capability ``relight``."""
         raise NotImplementedError(f"method {self.name!r} cannot relight")
+
+    def primitives(self) -> dict:
+        """The scene as separate parts in the normalised frame: ``{"blocks": [{"index", "exponents" [2], "scale" [3]
+        (semi-axes), "rotation" [3, 3] (local -> world), "translation" [3], "opacity", "volume", "mesh" (a textured,
+        watertight ``trimesh.Trimesh``)}], "ground": {"point" [3], "normal" [3], "mesh"} or None, "up" [3]}`` (numpy
+        arrays). The local frame is y-up as in :mod:`recon.geometry.superquadric`. Capability ``primitives``."""
+        raise NotImplementedError(f"method {self.name!r} has no primitives")
 
     def viewer_options(self) -> list[dict]:
         """Controls for the method's own panel in the viewer, each passed back to :meth:`render` as a keyword

@@ -31,3 +31,32 @@ def sample_texture(texture: Tensor, uv: Tensor, wrap: bool = True) -> Tensor:
     top = flat[y0 * W + x0] * (1 - fx) + flat[y0 * W + x1] * fx
     bot = flat[y1 * W + x0] * (1 - fx) + flat[y1 * W + x1] * fx
     return top * (1 - fy) + bot * fy
+
+
+def sample_texture_stack(textures: Tensor, index: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear lookup in one of several same-size textures per sample (per-primitive texture maps).
+
+    u wraps (a closed surface's longitude seam), v is clamped to the edge rows (the poles): bilinear filtering then
+    never mixes two textures or the top and bottom of one.
+
+    Args:
+        textures: [B, H, W, C].
+        index: [M] int64 texture of each sample, in [0, B).
+        uv: [M, 2] coordinates as in :func:`sample_texture`.
+    Returns:
+        [M, C], differentiable w.r.t. ``textures`` and ``uv``.
+    """
+    B, H, W, C = textures.shape
+    x = uv[:, 0] * W - 0.5
+    y = (uv[:, 1] * H - 0.5).clamp(0, H - 1)
+    x0f, y0f = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0f)[:, None], (y - y0f)[:, None]
+    x0 = x0f.long() % W
+    x1 = (x0 + 1) % W
+    y0 = y0f.long().clamp(0, H - 1)
+    y1 = (y0 + 1).clamp(0, H - 1)
+    flat = textures.reshape(B * H * W, C)
+    base = index * (H * W)
+    top = flat[base + y0 * W + x0] * (1 - fx) + flat[base + y0 * W + x1] * fx
+    bot = flat[base + y1 * W + x0] * (1 - fx) + flat[base + y1 * W + x1] * fx
+    return top * (1 - fy) + bot * fy

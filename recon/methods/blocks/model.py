@@ -279,11 +279,15 @@ class BlocksWorld(Method):
         return out
 
     def mesh(self, time: float | None = None) -> trimesh.Trimesh:
-        """The surviving blocks as one mesh (no ground, no background), the surface the geometry metrics score."""
-        parts = [d["mesh"] for d in self.block_meshes()]
-        if not parts:
+        """The surviving blocks as one mesh (no ground, no background), the surface the geometry metrics score, with
+        each block's palette colour as vertex colours."""
+        blocks = self.block_meshes()
+        if not blocks:
             return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
-        merged = [trimesh.Trimesh(p.vertices, p.faces, process=False) for p in parts]
+        # each block in its colour of the "blocks" output, so the viewer's mesh matches the per-block checkboxes
+        merged = [trimesh.Trimesh(d["mesh"].vertices, d["mesh"].faces, process=False,
+                                  vertex_colors=(PALETTE[d["index"] % len(PALETTE)].numpy() * 255).astype(np.uint8))
+                  for d in blocks]
         mesh = trimesh.util.concatenate(merged)
         mesh.merge_vertices()  # the UV seam copies share positions: merging makes every block watertight
         return mesh

@@ -1,17 +1,27 @@
-"""recon.physics: rigid drops on a ground plane of any orientation (MuJoCo) and the engine-free interpenetration
-check.
+"""recon.physics: rigid drops on a ground plane of any orientation (MuJoCo), the engine-free interpenetration check,
+the primitives-folder reader, and scripts/drop_blocks.py end to end on the demo:solids ground truth.
 
 MuJoCo is a declared dependency: without it the simulation tests fail (ImportError), they do not skip.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
 from trimesh.transformations import rotation_matrix
 
+from recon.errors import ReconError
 from recon.physics import RigidBody, max_penetration, penetration_per_mesh, simulate_rigid
+from recon.physics.primitives import read_primitives
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _box(extents, centre, frame=np.eye(4)):
@@ -90,3 +100,69 @@ def test_max_penetration_measures_overlap_without_the_engine():
     far = _box([0.2, 0.2, 0.2], [5, 5, 0.1])
     per = penetration_per_mesh([a, _box([1, 1, 1], [1.4, 0.5, 0.5]), far], [0, 0, 0], [0, 0, 1])
     assert per == pytest.approx([0.1, 0.1, 0.0], abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------- folder + script
+def _script(*args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "drop_blocks.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def solids_folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("solids") / "primitives"
+    r = _script("--from-demo-solids", out, "--texture-size", 64)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_the_demo_solids_folder_reads_back(solids_folder):
+    prim = read_primitives(solids_folder)
+    assert len(prim.blocks) == 4 and np.allclose(prim.up, [0, 0, 1]) and np.allclose(prim.ground_normal, [0, 0, 1])
+    for b in prim.blocks:
+        assert b.collision.is_watertight and b.mesh_path.is_file() and b.mass == pytest.approx(b.collision.volume)
+        assert b.collision.vertices[:, 2].min() == pytest.approx(0.0, abs=1e-9)  # the ground truth rests on z = 0
+
+
+def test_drop_blocks_settles_the_demo_solids_and_films_it(solids_folder, tmp_path):
+    video = tmp_path / "drop.mp4"
+    r = _script(solids_folder, "--seconds", 3, "--tilt", 5, "--size", 64, 48, "--out", video)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "settled: yes" in r.stdout and "within the tolerance" in r.stdout
+    for name in ("block_00", "block_01", "block_02", "block_03"):
+        assert name in r.stdout
+    assert video.stat().st_size > 0
+    assert {p.name for p in tmp_path.glob("*.png")} == {"drop_start.png", "drop_impact.png", "drop_end.png"}
+    import imageio.v3 as iio
+
+    frames = iio.imread(video)
+    assert frames.shape[0] == 91 and frames.shape[1:3] == (48, 64)
+
+
+def test_drop_blocks_fails_when_blocks_end_interpenetrating(solids_folder, tmp_path):
+    # a tolerance nothing can meet turns the check red: exit code 1
+    r = _script(solids_folder, "--seconds", 0.5, "--tol", 0.0, "--no-video")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "OVER the tolerance" in r.stdout
+
+
+def test_bad_primitives_folders_are_one_line_errors_naming_the_file(solids_folder, tmp_path):
+    with pytest.raises(ReconError, match="no blocks.json"):
+        read_primitives(tmp_path)
+    bad = tmp_path / "bad"
+    shutil.copytree(solids_folder, bad)
+    (bad / "blocks.json").write_text("{not json")
+    with pytest.raises(ReconError, match="not valid JSON") as e:
+        read_primitives(bad)
+    assert str(bad / "blocks.json") in str(e.value)
+    doc = json.loads((solids_folder / "blocks.json").read_text())
+    doc["blocks"][1]["collision"] = "physics/missing.obj"
+    (bad / "blocks.json").write_text(json.dumps(doc))
+    with pytest.raises(ReconError, match="collision mesh of block 'block_01' not found") as e:
+        read_primitives(bad)
+    assert "missing.obj" in str(e.value)
+    doc["version"] = 2
+    (bad / "blocks.json").write_text(json.dumps(doc))
+    r = _script(bad, "--no-video")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and "unsupported version 2" in r.stderr and r.stderr.count("\n") == 1

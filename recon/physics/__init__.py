@@ -4,6 +4,7 @@
   its ``RigidResult`` (per-frame poses, speeds, kinetic energy).
 - ``penetration.py``: ``max_penetration`` / ``penetration_per_mesh``, an engine-independent check of how deep posed
   meshes sink into one another and below the ground.
+- ``primitives.py``: ``read_primitives``, the reader of an exported primitives folder (``blocks.json``).
 
 Units are the scene's own: lengths in scene units, gravity in scene units per second squared (see ``rigid.py``).
 """

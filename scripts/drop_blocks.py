@@ -17,8 +17,8 @@ when a check fails, 2 for a bad folder.
 
 Written: ``--out`` (MP4, ``--fps``) rendered with recon's mesh rasterizer (``recon.render.mesh``) from a camera ~35
 degrees above the ground looking at the blocks, Lambert-shaded with each block's base-colour texture (its mean
-colour when the GLB has no usable texture) on a grey ground quad, and three stills beside it (``<out>_start.png``,
-``_impact.png`` at a quarter of the clip, ``_end.png``).
+colour when the GLB has no usable texture) on a grey ground quad with the blocks' shadows, and three stills beside
+it (``<out>_start.png``, ``_fall.png`` at the fastest moment, just before the first landing, ``_end.png``).
 """
 
 from __future__ import annotations
@@ -252,10 +252,11 @@ class _Rate(ProgressColumn):
         return Text(f"{task.speed:5.1f} frames/s" if task.speed else "", style="progress.data.speed")
 
 
-def film(renderer: BlockRenderer, poses: np.ndarray, out: Path, fps: float, console: Console) -> list[Path]:
-    """Render every frame of ``poses`` [T, B, 4, 4] (render-mesh world poses) into ``out`` and save three stills."""
+def film(renderer: BlockRenderer, poses: np.ndarray, out: Path, fps: float, console: Console, fall: int) -> list[Path]:
+    """Render every frame of ``poses`` [T, B, 4, 4] (render-mesh world poses) into ``out`` and save three stills:
+    the first frame, frame ``fall`` and the last."""
     T = len(poses)
-    stills = {0: "start", T // 4: "impact", T - 1: "end"}
+    stills = {0: "start", fall: "fall", T - 1: "end"}
     written = []
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
@@ -317,7 +318,8 @@ def drop(args, console: Console) -> int:
     if args.out is not None:
         meshes = [load_render_mesh(b.mesh_path) for b in prim.blocks]
         renderer = BlockRenderer(meshes, prim, lifted, *args.size)
-        stills = film(renderer, res.poses @ lifts[None], args.out, args.fps, console)
+        fall = int(np.argmax(res.max_speed))  # the fastest moment: just before the first block lands
+        stills = film(renderer, res.poses @ lifts[None], args.out, args.fps, console, fall)
         console.print(f"wrote {args.out} ({len(res.poses)} frames) and {', '.join(p.name for p in stills)}")
     return 0 if settled and ok_pen else 1
 

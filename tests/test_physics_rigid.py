@@ -132,7 +132,7 @@ def test_drop_blocks_settles_the_demo_solids_and_films_it(solids_folder, tmp_pat
     for name in ("block_00", "block_01", "block_02", "block_03"):
         assert name in r.stdout
     assert video.stat().st_size > 0
-    assert {p.name for p in tmp_path.glob("*.png")} == {"drop_start.png", "drop_impact.png", "drop_end.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {"drop_start.png", "drop_fall.png", "drop_end.png"}
     import imageio.v3 as iio
 
     frames = iio.imread(video)

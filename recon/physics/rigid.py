@@ -12,9 +12,9 @@ Units. Whatever the scene uses: lengths in scene units, ``gravity`` in scene uni
 metre; a scene ten times larger with the same 9.81 falls like a ten times larger world, i.e. more slowly). Everything
 scale-dependent is derived from the bodies' size ``L`` (the smallest axis-aligned extent of any hull) and ``g``, so
 a scene behaves the same at any scale: the default time step is ``0.01 * sqrt(L / g)`` (2.3 ms for a 0.5 unit block
-at 9.81), contacts are critically damped springs with time constant ``2 * timestep`` (MuJoCo's stiffest stable
-setting), which makes resting penetration a small fixed fraction of ``L``, and the collision tolerance is
-``1e-6 * L``. ``RigidResult.settle_speed`` (``0.01 * sqrt(g L)``) is the speed under which a body counts as at rest.
+at 9.81), contacts are critically damped springs with time constant ``2 * timestep`` (the stiffest MuJoCo allows:
+it clamps shorter ones), which makes resting penetration a fixed fraction of ``L`` (about 5e-5 L for the demo's
+solids at L = 0.4 and at L = 0.004; docs/benchmarks.md), and the collision tolerance is ``1e-6 * L``. ``RigidResult.settle_speed`` (``0.01 * sqrt(g L)``) is the speed under which a body counts as at rest.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class RigidResult:
         poses: [T, B, 4, 4] float64 rigid transforms from the input (t = 0) frame to frame t.
         times: [T] seconds (times[0] = 0).
         speed: [T, B] upper bound of the fastest point of each hull, |v_com| + |omega| * r (scene units / s).
-        kinetic_energy: [T] total kinetic energy (mass unit * scene units^2 / s^2).
+        kinetic_energy: [T] total kinetic energy (mass unit * scene units^2 / s^2), as MuJoCo computes it at the
+            start of each frame's last step.
         timestep: the simulation step used (s); ``substeps`` steps make one frame.
         substeps: steps per frame.
         settle_speed: speed (scene units / s) under which a body counts as at rest: 0.01 * sqrt(g L).
@@ -109,7 +110,7 @@ def _floats(a) -> str:
 
 def _mjcf(hulls, centres, masses, frictions, rolling, ground_point, normal, gravity, dt, length, ground_friction) -> str:
     """MJCF text: one free body per hull (its frame at the hull's centre of mass), a plane for the ground."""
-    timeconst = 2.0 * dt  # MuJoCo clamps anything stiffer than 2 steps; critically damped (dampratio 1)
+    timeconst = 2.0 * dt  # MuJoCo clamps anything shorter than 2 steps; critically damped (dampratio 1)
     assets, bodies = [], []
 
     def contact(mu, roll):  # condim 6: sliding, torsional and rolling friction (MuJoCo takes the larger of two geoms')
@@ -123,8 +124,8 @@ def _mjcf(hulls, centres, masses, frictions, rolling, ground_point, normal, grav
     g = -gravity * normal
     return (
         "<mujoco>"
-        # implicitfast: MuJoCo's recommended integrator for stiff contacts; elliptic cones with a high impratio keep
-        # resting contacts from creeping sideways (pyramidal cones let bodies slide slowly at rest).
+        # implicitfast: the integrator MuJoCo's documentation recommends for most models; elliptic friction cones
+        # with impratio 10, its documented setting for contacts that should not slip (blocks resting on blocks).
         f'<option timestep="{dt:.17g}" gravity="{_floats(g)}" integrator="implicitfast" cone="elliptic" '
         f'impratio="10" ccd_tolerance="{1e-6 * length:.17g}"><flag energy="enable"/></option>'
         f"<asset>{''.join(assets)}</asset>"

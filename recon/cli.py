@@ -243,6 +243,8 @@ def cmd_eval(argv: list[str]) -> int:
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
                        with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
     metrics["step"] = run.step
+    if run.method.capabilities.primitives:  # Blocks World's #P: the parts that survive (opacity >= 0.5)
+        metrics["num_primitives"] = len(run.method.primitives()["blocks"])
     if geometry is not None:
         metrics["geometry"] = {"gt_mesh": str(args.mesh) if from_data else str(args.mesh.resolve()), **geometry}
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
@@ -277,6 +279,8 @@ def cmd_eval(argv: list[str]) -> int:
         stdout.print(table)
         if "psnr_dynamic" in metrics:
             stdout.print(f"moving part: {100 * metrics['dynamic_share']:.1f} % of the pixels ({metrics['dynamic_region_source']})", highlight=False, markup=False)
+        if "num_primitives" in metrics:
+            stdout.print(f"primitives: {metrics['num_primitives']} (opacity >= 0.5)", highlight=False, markup=False)
         for note in ("lpips_note", "dynamic_region_note"):
             if note in metrics:
                 stdout.print(metrics[note], highlight=False, soft_wrap=True, markup=False)

@@ -140,7 +140,9 @@ def test_primitives_export_is_in_the_data_frame(method, solids, tmp_path):
         assert float(sdf.abs().max()) < 1e-3  # the JSON's analytic block is the mesh's block, in the data frame
         hull = trimesh.load(tmp_path / "prims" / blk["collision"], force="mesh")
         assert hull.is_watertight and hull.volume == pytest.approx(blk["volume"], rel=0.03)
-        assert (tmp_path / "prims" / blk["obj"]).is_file()
+        obj = tmp_path / "prims" / blk["obj"]
+        assert f"map_Kd {obj.stem}.png" in obj.with_suffix(".mtl").read_text()  # each block its own texture file
+        assert trimesh.load(obj, force="mesh").visual.material.image.size == (method.config.texture_size,) * 2
     assert (tmp_path / "prims" / "scene.glb").is_file() and (tmp_path / "prims" / "ground.glb").is_file()
     merged = method.mesh()
     assert merged.is_watertight or len(merged.split(only_watertight=True)) == method.config.num_blocks

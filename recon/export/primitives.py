@@ -32,10 +32,18 @@ def _to_data(mesh: trimesh.Trimesh, transform) -> trimesh.Trimesh:
 
 def _write_obj(mesh: trimesh.Trimesh, path: Path) -> None:
     """OBJ + MTL + texture PNG named after ``path`` (trimesh's default names would collide between blocks)."""
-    text, files = trimesh.exchange.obj.export_obj(mesh, include_texture=True, return_texture=True, mtl_name=path.with_suffix(".mtl").name)
-    path.write_text(text)
+    mtl = path.with_suffix(".mtl").name
+    text, files = trimesh.exchange.obj.export_obj(mesh, include_texture=True, return_texture=True, mtl_name=mtl)
+    # trimesh names every texture material_0.png: give each block its own and point its MTL at it
+    renames = {name: f"{path.stem}{Path(name).suffix}" for name in files if name != mtl}
     for name, data in files.items():
-        (path.parent / name).write_bytes(data)
+        if name == mtl:
+            data = data.decode()
+            for old, new in renames.items():
+                data = data.replace(old, new)
+            data = data.encode()
+        (path.parent / renames.get(name, name)).write_bytes(data)
+    path.write_text(text)
 
 
 def write_primitives(parts: dict, transform, folder: Path, density: float = 1.0) -> Path:

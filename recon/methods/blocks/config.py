@@ -77,9 +77,9 @@ class BlocksConfig(MethodConfig):
     from the masks), ``random`` (uniform in the object region, as the paper), or ``auto`` (points, else hull, else
     random)."""
     init_scale: float = 1.2
-    """Initial semi-axes as a multiple of 2 standard deviations of each cluster along its principal axes (random init:
-    of half the region's radius). Above 1, neighbouring clusters of one object start overlapping, so the overlap
-    and parsimony terms merge them instead of leaving side-by-side pieces."""
+    """Initial blocks are balls of radius ``init_scale`` x 2 x the largest standard deviation of their cluster (random
+    init: x half the region's radius). Above 1, neighbouring clusters of one object start overlapping, so the
+    overlap and parsimony terms merge them instead of leaving side-by-side pieces."""
     ground: str = "auto"
     """Ground plane: ``points`` (RANSAC on the points), ``cameras`` (below the objects, normal = the cameras' mean
     up), ``none`` or ``auto`` (points, else cameras)."""

@@ -10,8 +10,8 @@ asked question). Here every choice is derived, in the normalised frame the metho
 3. object points = the data's points above the ground, else a visual hull carved from the masks, else none;
 4. the object region (centre, radius) = robust statistics of the object points, else the point the cameras look at
    with a radius of 0.3x their distance (the framing of an object-centric capture);
-5. initial blocks = k-means clusters of the object points (centre, principal axes, spread, mean colour), else
-   uniform in the object region as in the paper.
+5. initial blocks = k-means clusters of the object points (centre, principal axes, a ball as wide as the largest
+   spread, mean colour), else uniform in the object region as in the paper.
 """
 
 from __future__ import annotations
@@ -133,14 +133,17 @@ def derive_layout(scene: SceneData, init: str = "auto", ground: str = "auto") ->
 
 
 def _box(scene: SceneData, focus: np.ndarray, cam_dist: float) -> tuple[np.ndarray, np.ndarray]:
+    """The box carved for the visual hull: around the cameras' focus, grown to hold the data's box. Not the data's
+    box alone: DTU's (NeuS's unit sphere) cuts off part of the object in some scans."""
+    lo, hi = focus - 0.6 * cam_dist, focus + 0.6 * cam_dist
     if scene.aabb is not None:
-        return np.asarray(scene.aabb[0], np.float64), np.asarray(scene.aabb[1], np.float64)
-    return focus - 0.6 * cam_dist, focus + 0.6 * cam_dist
+        lo, hi = np.minimum(lo, scene.aabb[0]), np.maximum(hi, scene.aabb[1])
+    return lo, hi
 
 
 def initial_blocks(layout: SceneLayout, num_blocks: int, init_scale: float, rng: np.random.Generator) -> BlockInit:
-    """Initial blocks: k-means clusters of ``layout.points`` (principal axes, ``init_scale`` x their spread along
-    them, mean colour), or uniform random centres in the object region with random rotations when there are none."""
+    """Initial blocks: k-means clusters of ``layout.points`` (principal axes, semi-axes ``init_scale`` x 2 x the
+    largest standard deviation, mean colour), or uniform random centres in the object region with random rotations when there are none."""
     from sklearn.cluster import KMeans
 
     pts = layout.points
@@ -158,7 +161,10 @@ def initial_blocks(layout: SceneLayout, num_blocks: int, init_scale: float, rng:
             std = s / np.sqrt(max(len(p), 1))
             centers.append(c)
             rots.append(R)
-            scales.append(np.maximum(init_scale * 2.0 * std, floor))  # 2 std: most of a uniform cluster's half-width
+            # a ball as wide as the cluster's largest spread (2 std: most of a uniform cluster's half-width), not its
+            # own shape: clusters of surface points are thin patches, and patches of one object would start side by
+            # side; balls overlap, so the overlap and parsimony terms merge them
+            scales.append(np.full(3, max(init_scale * 2.0 * std.max(), floor)))
             colors.append(layout.colors[km.labels_ == k].mean(0) if layout.colors is not None else np.full(3, 0.5))
         return BlockInit(np.array(centers), np.array(rots), np.array(scales), np.array(colors))
     d = rng.normal(size=(num_blocks, 3))

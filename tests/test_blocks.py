@@ -146,3 +146,26 @@ def test_primitives_export_is_in_the_data_frame(method, solids, tmp_path):
     assert (tmp_path / "prims" / "scene.glb").is_file() and (tmp_path / "prims" / "ground.glb").is_file()
     merged = method.mesh()
     assert merged.is_watertight or len(merged.split(only_watertight=True)) == method.config.num_blocks
+
+
+def test_perceptual_term_when_weights_exist(solids):
+    from recon.eval.lpips import LPIPSUnavailable, load_lpips
+    from recon.methods.base import Batch
+
+    try:
+        load_lpips("vgg", torch.device("cpu"))
+    except LPIPSUnavailable as exc:  # the set-up fetches them; without them the option says so at its first step
+        pytest.skip(str(exc))
+    _, _, scene = solids
+    cls = get_method("blocks")
+    cfg = cls.config_cls()
+    cfg.perceptual_weight = 0.1
+    m = cls(cfg, scene, 100, torch.device("cpu"))
+    m.setup(scene)
+    i = int(scene.split("train")[0])
+    batch = Batch(i, scene.cameras[i:i + 1], torch.from_numpy(scene.image_rgb(i)).float(), None, None, torch.ones(3), None)
+    with_p = m.train_step(batch, 0)
+    perceptual = m._perceptual(with_p["rgb"], batch.image)
+    assert 0.05 < float(perceptual) < 1.0  # an untrained render is far from the photo, but not maximally
+    with_p["loss"].backward()
+    assert float(m.blocks.texture_logits.grad.abs().sum()) > 0

@@ -106,6 +106,8 @@ def start_training(
     }
     write_yaml(config, run_dir / "config.yaml")
     console.print(f"[bold]recon[/]: training {method_name} on {scene.name} ({len(scene.split('train'))} train views) on {dev} -> {run_dir}")
+    for note in method.setup_notes():
+        console.print(f"recon: {method_name}: {note}", highlight=False, markup=False)
     _run_trainer(trainer_cfg, method, scene_n, run_dir, console, viewer, viewer_port)
     return run_dir
 

@@ -164,6 +164,11 @@ class Method(nn.Module):
     def after_optimizer_step(self, step: int, outputs: dict[str, Any]) -> None:
         """Hook after the optimizer step (densification/pruning, learning-rate schedules, stage switches)."""
 
+    def setup_notes(self) -> list[str]:
+        """Lines ``recon train`` prints after :meth:`setup`: choices the method made from the data (e.g. where it
+        found the ground). Default: none."""
+        return []
+
     def log_scalars(self) -> dict[str, float]:
         """Extra values for the progress bar and TensorBoard (e.g. the number of Gaussians)."""
         return {}

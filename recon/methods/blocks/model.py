@@ -71,7 +71,7 @@ class BlocksWorld(Method):
     def setup(self, scene: SceneData) -> None:
         cfg = self.config
         layout = derive_layout(scene, cfg.init, cfg.ground)
-        self.layout_notes = layout.notes
+        self.layout_notes = layout.notes  # printed by ``recon train`` (setup_notes)
         init = initial_blocks(layout, cfg.num_blocks, cfg.init_scale, np.random.default_rng(cfg.seed))
         self.blocks.initialize(init.centers, init.rotations, init.scales, init.colors, layout.center, max(layout.radius, 1e-3), self._gen)
         use_sky = cfg.background == "sphere" or (cfg.background == "auto" and not scene.has_alpha)
@@ -87,6 +87,9 @@ class BlocksWorld(Method):
                 ground_color = np.asarray(scene.point_colors)[near].mean(0)
         self.env.initialize(layout.ground_point, layout.ground_normal, layout.env_radius, layout.radius, layout.center,
                             use_sky, cfg.ground != "none", ground_color)
+
+    def setup_notes(self) -> list[str]:
+        return list(getattr(self, "layout_notes", []))
 
     def _build_adam(self) -> torch.optim.Adam:
         cfg = self.config
@@ -190,7 +193,7 @@ class BlocksWorld(Method):
             from recon.eval.lpips import load_lpips
 
             self._lpips = load_lpips("vgg", self.device_)
-        return self._lpips(rgb.permute(2, 0, 1)[None] * 2 - 1, image.permute(2, 0, 1)[None] * 2 - 1).mean()
+        return self._lpips(rgb, image)  # [H, W, 3] in [0, 1] -> a scalar distance
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, outputs: dict) -> None:

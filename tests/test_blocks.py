@@ -169,3 +169,14 @@ def test_perceptual_term_when_weights_exist(solids):
     assert 0.05 < float(perceptual) < 1.0  # an untrained render is far from the photo, but not maximally
     with_p["loss"].backward()
     assert float(m.blocks.texture_logits.grad.abs().sum()) > 0
+
+
+def test_ground_pose_has_its_own_learning_rate(solids):
+    _, _, scene = solids
+    cls = get_method("blocks")
+    cfg = cls.config_cls()
+    cfg.ground_lr_scale = 0.1
+    m = cls(cfg, scene, 100, torch.device("cpu"))
+    groups = {g["name"]: g for g in m.optimizers()["blocks"].param_groups}
+    assert groups["ground"]["lr"] == pytest.approx(0.1 * cfg.lr) and groups["shape"]["lr"] == pytest.approx(cfg.lr)
+    assert m.env.ground_rot6d in groups["ground"]["params"] and m.env.ground_rot6d not in groups["shape"]["params"]

@@ -44,6 +44,9 @@ class BlocksConfig(MethodConfig):
     """Shape, pose, opacity and ground-pose parameters (the paper: 5e-3 over ~22k four-view steps; twice that here,
     where a run is 2000-5000 single-view steps: on demo:solids it turned the cube's block from a rounded blob into a
     box, Chamfer 0.034 -> 0.026, seed 1)."""
+    ground_lr_scale: float = 1.0
+    """Multiplier of ``lr`` for the ground's pose correction. Below 1 keeps a ground estimated without points (from
+    the cameras alone) from turning into a wall; the blocks then take the table's place instead (DTU scan65)."""
     texture_lr: float = 5e-2
     """Texture logits."""
 

@@ -95,7 +95,8 @@ class BlocksWorld(Method):
         cfg = self.config
         b, e = self.blocks, self.env
         groups = [
-            {"params": [b.raw_exponents, b.raw_scales, b.rot6d, b.offsets, b.opacity_logits, e.ground_rot6d, e.ground_offset], "lr": cfg.lr, "name": "shape"},
+            {"params": [b.raw_exponents, b.raw_scales, b.rot6d, b.offsets, b.opacity_logits], "lr": cfg.lr, "name": "shape"},
+            {"params": [e.ground_rot6d, e.ground_offset], "lr": cfg.lr * cfg.ground_lr_scale, "name": "ground"},
             {"params": [b.texture_logits, e.ground_logits, e.sky_logits], "lr": cfg.texture_lr, "name": "texture"},
         ]
         return torch.optim.Adam(groups, lr=cfg.lr)

@@ -179,6 +179,11 @@ def _train_args_class(model_cfg_cls):
         """Stop after this many minutes of training (checkpoint and evaluation still happen)."""
         seed: int = 0
         """Random seed."""
+        seeds: int = 1
+        """Train this many runs, seeds SEED .. SEED+K-1 (also the method's own --model.seed when it has one), and keep
+        the one with the highest PSNR on the training views, i.e. the lowest training loss (Blocks World's "auto";
+        no test data used). Prints every run's score and writes seeds.json beside the runs; the last line is the
+        kept run."""
         resume: Optional[Path] = None
         """Continue this run directory from its latest checkpoint (other options come from its config.yaml)."""
         viewer: bool = False
@@ -222,9 +227,38 @@ def cmd_train(argv: list[str]) -> int:
             max_minutes=args.max_minutes,
         )
         data = DataConfig(path=args.data, format=args.format, downscale=args.downscale, test_every=args.test_every, normalize=args.normalize)
-        run_dir = start_training(method_name, data, trainer_cfg, args.model, args.output_dir, device=args.device, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+        if args.seeds < 1:
+            raise ReconError(f"--seeds must be at least 1 (got {args.seeds})")
+        if args.seeds > 1 and args.viewer:
+            raise ReconError("--seeds trains several runs one after another; watch one with --viewer instead")
+        runs = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            model = dataclasses.replace(args.model, seed=seed) if "seed" in {f.name for f in dataclasses.fields(args.model)} else args.model
+            run_dir = start_training(method_name, data, dataclasses.replace(trainer_cfg, seed=seed), model, args.output_dir, device=args.device,
+                                     console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+            runs.append(run_dir)
+        if len(runs) > 1:
+            run_dir = _keep_best_seed(runs, args.seed, args.device)
     print(run_dir)
     return 0
+
+
+def _keep_best_seed(runs: list[Path], first_seed: int, device: str) -> Path:
+    """Score each run by PSNR on its training views, write seeds.json beside them, return the best run."""
+    from recon.engine.run import load_run
+    from recon.eval.evaluate import evaluate
+
+    rows = []
+    for k, run_dir in enumerate(runs):
+        run = load_run(run_dir, device=device, console=console)
+        m = evaluate(run.method, run.scene, "train", console=console, with_lpips=False, dynamic_region="off")
+        rows.append({"seed": first_seed + k, "run": str(run_dir), "train_psnr": m["psnr"]})
+        console.print(f"recon: seed {first_seed + k}: training-view PSNR {m['psnr']:.2f} dB ({run_dir})", highlight=False, markup=False)
+    best = max(rows, key=lambda r: r["train_psnr"])
+    summary = runs[0].parent / "seeds.json"
+    summary.write_text(json.dumps({"kept": best, "runs": rows}, indent=1))
+    console.print(f"recon: kept seed {best['seed']} (highest training-view PSNR); all scores in {summary}", highlight=False, markup=False)
+    return Path(best["run"])
 
 
 def cmd_eval(argv: list[str]) -> int:

@@ -308,3 +308,21 @@ def test_eval_mesh_errors_are_one_line(trained_run, sphere_run, tmp_path):
         r = run(["eval", *args, "--lpips", "none"])
         lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_train_seeds_keeps_the_best_training_fit(tmp_path, capsys):
+    import yaml
+
+    from recon.cli import main
+
+    out = tmp_path / "runs"
+    args = ["train", "--method", "blocks", "--max-steps", "4", "--seeds", "2", "--seed", "3", "--output-dir", out, "--trainer.no-eval-at-end"]
+    assert main([str(a) for a in args]) == 0
+    kept = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((out / "demo-solids" / "blocks" / "seeds.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [3, 4]
+    assert summary["kept"]["train_psnr"] == max(r["train_psnr"] for r in summary["runs"]) and Path(summary["kept"]["run"]) == kept
+    for r in summary["runs"]:  # both the trainer's and the method's own seed follow --seed
+        cfg = yaml.safe_load((Path(r["run"]) / "config.yaml").read_text())
+        assert cfg["trainer"]["seed"] == r["seed"] and cfg["model"]["seed"] == r["seed"]
+    assert run(["train", "--method", "blocks", "--seeds", "0"]).returncode == 2

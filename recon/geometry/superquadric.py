@@ -28,11 +28,18 @@ __all__ = [
     "SuperquadricTemplate",
     "make_template",
     "signed_pow",
+    "spherical_uv",
     "superquadric_points",
     "pseudo_sdf",
     "superquadric_volume",
     "sample_in_boxes",
 ]
+
+
+def spherical_uv(eta, omega):
+    """Texture coordinates (u, v) of latitude ``eta`` and longitude ``omega`` (numpy arrays or tensors): u = omega /
+    2pi + 1/2 around, v = 1/2 - eta / pi downwards (glTF's v), so the north pole is the top row."""
+    return omega / (2 * math.pi) + 0.5, 0.5 - eta / math.pi
 
 
 def signed_pow(x: Tensor, e: Tensor) -> Tensor:
@@ -76,8 +83,7 @@ def make_template(level: int = 2) -> SuperquadricTemplate:
     omega = np.arctan2(v[:, 0], v[:, 2])
     pole = np.abs(v[:, 1]) > 1 - 1e-9
     omega[pole] = 0.0
-    u = omega / (2 * np.pi) + 0.5
-    vv = 0.5 - eta / np.pi
+    u, vv = spherical_uv(eta, omega)
     fu = u[faces].copy()  # [F, 3]
     nonpole = ~pole[faces]
     # seam: shift the small u of faces spanning more than half a turn (poles excluded from the test)

@@ -46,6 +46,7 @@ __all__ = [
     "mesh_topology",
     "composite_layers",
     "world_to_camera",
+    "pixel_rays",
 ]
 
 
@@ -94,7 +95,7 @@ def world_to_camera(verts: Tensor, viewmats: Tensor) -> Tensor:
     return torch.einsum("cij,cvj->cvi", R, verts) + t[:, None, :]
 
 
-def _pixel_rays(px: Tensor, py: Tensor, K: Tensor) -> Tensor:
+def pixel_rays(px: Tensor, py: Tensor, K: Tensor) -> Tensor:
     """Ray directions with z = 1 through pixel centres. px, py: [...] integer pixel indices; K: [3, 3]. -> [..., 3]"""
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     skew = K[0, 1]
@@ -159,7 +160,7 @@ def _visibility_one(
         ti = local + start_t
         px = x0[ti] + offs % bw[ti]
         py = y0[ti] + torch.div(offs, bw[ti], rounding_mode="floor")
-        d = _pixel_rays(px, py, K)
+        d = pixel_rays(px, py, K)
         w = torch.einsum("nij,nj->ni", E[ti], d)
         S = w.sum(-1)
         sgn = torch.sign(S)
@@ -225,7 +226,7 @@ def _bary_depth(P: Tensor, faces: Tensor, Ks: Tensor, tri_id: Tensor) -> tuple[T
     tri = P[cidx[..., None], faces[safe]]  # [C, H, W, L, 3, 3]
     E, det = _edge_coeffs(tri)
     py, px = torch.meshgrid(torch.arange(H, device=P.device), torch.arange(W, device=P.device), indexing="ij")
-    d = torch.stack([_pixel_rays(px, py, Ks[c]) for c in range(C)])  # [C, H, W, 3]
+    d = torch.stack([pixel_rays(px, py, Ks[c]) for c in range(C)])  # [C, H, W, 3]
     w = torch.einsum("chwlij,chwj->chwli", E, d.to(E.dtype))
     S = w.sum(-1)
     S = torch.where(valid, S, torch.ones_like(S))

@@ -60,3 +60,18 @@ def sample_texture_stack(textures: Tensor, index: Tensor, uv: Tensor) -> Tensor:
     top = flat[base + y0 * W + x0] * (1 - fx) + flat[base + y0 * W + x1] * fx
     bot = flat[base + y1 * W + x0] * (1 - fx) + flat[base + y1 * W + x1] * fx
     return top * (1 - fy) + bot * fy
+
+
+def decimate_texture(texture: Tensor, factor: int) -> Tensor:
+    """Low-pass a texture: average-pool by ``factor`` and upsample back (bilinear) to its size.
+
+    Args:
+        texture: [H, W, C] or [B, H, W, C] (H and W multiples of ``factor``).
+    Returns:
+        the same shape; ``texture`` itself when ``factor`` <= 1.
+    """
+    if factor <= 1:
+        return texture
+    x = texture.movedim(-1, -3).reshape(-1, texture.shape[-1], *texture.shape[-3:-1])
+    x = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, factor), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return x.movedim(-3, -1).reshape(texture.shape)

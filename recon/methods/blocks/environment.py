@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recon.render.mesh_texture import sample_texture_stack
+from recon.geometry.superquadric import spherical_uv
+from recon.render.mesh import pixel_rays
+from recon.render.mesh_texture import decimate_texture, sample_texture_stack
 from recon.rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
 def _plane_basis(normal: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,15 +80,8 @@ class Environment(nn.Module):
 
     def textures(self, decimate: int = 1) -> tuple[Tensor, Tensor]:
         """(ground [T, T, 4], sky [T, T, 3]) in [0, 1]; ``decimate`` > 1 average-pools and upsamples back."""
-        out = []
-        for logits in (self.ground_logits, self.sky_logits):
-            t = torch.sigmoid(logits)
-            if decimate > 1:
-                x = t.permute(2, 0, 1)[None]
-                x = F.interpolate(F.avg_pool2d(x, decimate), size=x.shape[-2:], mode="bilinear", align_corners=False)
-                t = x[0].permute(1, 2, 0)
-            out.append(t)
-        return out[0], out[1]
+        return (decimate_texture(torch.sigmoid(self.ground_logits), decimate),
+                decimate_texture(torch.sigmoid(self.sky_logits), decimate))
 
     def _ground_frame(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(origin [3], normal [3], in-plane axes e1, e2 [3]) of the ground after its learnt correction."""
@@ -102,13 +96,11 @@ class Environment(nn.Module):
         ground_tex, sky_tex = self.textures(decimate)
         dev = viewmats.device
         C = viewmats.shape[0]
-        py, px = torch.meshgrid(torch.arange(height, device=dev, dtype=torch.float32), torch.arange(width, device=dev, dtype=torch.float32), indexing="ij")
+        py, px = torch.meshgrid(torch.arange(height, device=dev), torch.arange(width, device=dev), indexing="ij")
         rgbs, depths = [], []
         for c in range(C):
             K, R, t = Ks[c].float(), viewmats[c, :3, :3].float(), viewmats[c, :3, 3].float()
-            y = (py + 0.5 - K[1, 2]) / K[1, 1]
-            x = (px + 0.5 - K[0, 2] - K[0, 1] * y) / K[0, 0]
-            d = torch.stack([x, y, torch.ones_like(x)], -1) @ R  # world directions, camera z = 1: t is the depth
+            d = pixel_rays(px, py, K) @ R  # world directions with camera z = 1: a ray's t is the depth
             o = -R.T @ t
             col = background.expand(height, width, 3)
             dep = torch.zeros(height, width, device=dev)
@@ -121,7 +113,7 @@ class Environment(nn.Module):
                 q = (oc + ts[..., None] * d) / self.radius
                 eta = torch.asin(q[..., 1].clamp(-1, 1))
                 omega = torch.atan2(q[..., 0], q[..., 2])
-                uv = torch.stack([omega / (2 * torch.pi) + 0.5, 0.5 - eta / torch.pi], -1).reshape(-1, 2)
+                uv = torch.stack(spherical_uv(eta, omega), -1).reshape(-1, 2)
                 idx = torch.zeros(uv.shape[0], dtype=torch.long, device=dev)
                 col = sample_texture_stack(sky_tex[None], idx, uv).reshape(height, width, 3)
                 dep = ts

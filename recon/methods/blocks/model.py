@@ -26,6 +26,7 @@ from torch import Tensor
 
 from recon.cameras import Cameras
 from recon.data.scene import SceneData
+from recon.errors import ReconError
 from recon.geometry.superquadric import make_template, superquadric_points, superquadric_volume
 from recon.methods import register
 from recon.methods.base import Batch, Capabilities, Method
@@ -74,11 +75,9 @@ class BlocksWorld(Method):
         self.layout_notes = layout.notes  # printed by ``recon train`` (setup_notes)
         init = initial_blocks(layout, cfg.num_blocks, cfg.init_scale, np.random.default_rng(cfg.seed))
         self.blocks.initialize(init.centers, init.rotations, init.scales, init.colors, layout.center, max(layout.radius, 1e-3), self._gen)
-        use_sky = cfg.background == "sphere" or (cfg.background == "auto" and not scene.has_alpha)
         if cfg.background not in ("auto", "sphere", "data"):
-            from recon.errors import ReconError
-
             raise ReconError(f"--model.background must be auto, sphere or data (got {cfg.background!r})")
+        use_sky = cfg.background == "sphere" or (cfg.background == "auto" and not scene.has_alpha)
         ground_color = np.full(3, 0.5)
         if scene.points is not None and scene.point_colors is not None and len(scene.points):
             h = (np.asarray(scene.points) - layout.ground_point) @ layout.ground_normal
@@ -157,8 +156,7 @@ class BlocksWorld(Method):
         offs = torch.arange(n_alive, device=self.device_)[:, None, None] * Fn
         topology = torch.where(topo[None] >= 0, topo[None] + offs, topo[None]).reshape(-1, 3)
         rgb = antialias(rgb, frags, topology)
-        trans = torch.cumprod(torch.cat([torch.ones_like(alphas[..., :1]), 1 - alphas[..., :-1]], -1), -1)
-        depth = (trans * alphas * frags.depth).sum(-1, keepdim=True) + (1 - acc[..., None]) * env_depth
+        depth, _ = composite_layers(frags.depth[..., None], alphas, env_depth)  # expected depth, composited the same way
         return {"rgb": rgb, "alpha": acc[..., None], "depth": depth, "frags": frags, "faces": faces, "verts": verts}
 
     # ---------------------------------------------------------------- training
@@ -245,8 +243,7 @@ class BlocksWorld(Method):
         v, f = out["verts"], out["faces"]
         fn = F.normalize(torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=-1), dim=-1)
         tri = frags.tri_id[0, ..., 0]
-        n = torch.where((tri >= 0)[..., None], fn[tri.clamp_min(0)], torch.zeros(H, W, 3, device=self.device_))
-        return torch.where((tri >= 0)[..., None], n * 0.5 + 0.5, n)
+        return torch.where((tri >= 0)[..., None], fn[tri.clamp_min(0)] * 0.5 + 0.5, torch.zeros(H, W, 3, device=self.device_))
 
     def viewer_options(self) -> list[dict]:
         """One checkbox per surviving block (its colour in the ``blocks`` output is ``PALETTE[i % 10]``)."""
@@ -269,12 +266,7 @@ class BlocksWorld(Method):
         uv_to_pos[t.uv_faces.reshape(-1)] = t.faces.reshape(-1)
         out = []
         for i in torch.nonzero(a >= threshold).squeeze(1).tolist():
-            verts = (local[i] @ R[i].T + T[i])[uv_to_pos].cpu().numpy()
-            uv = t.uvs.cpu().numpy().copy()
-            uv[:, 1] = 1.0 - uv[:, 1]  # trimesh's UVs have v up
-            image = (tex[i].cpu().numpy() * 255).round().astype(np.uint8)
-            visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(image))
-            mesh = trimesh.Trimesh(verts, t.uv_faces.cpu().numpy(), visual=visual, process=False)
+            mesh = _textured_mesh((local[i] @ R[i].T + T[i])[uv_to_pos], t.uv_faces, t.uvs, tex[i])
             out.append({
                 "index": i, "exponents": e[i].cpu().numpy(), "scale": s[i].cpu().numpy(), "rotation": R[i].cpu().numpy(),
                 "translation": T[i].cpu().numpy(), "opacity": float(a[i]),
@@ -306,10 +298,15 @@ class BlocksWorld(Method):
         if bool(self.env.has_ground):
             around = torch.cat([torch.as_tensor(np.asarray(d["mesh"].vertices), dtype=torch.float32) for d in blocks]) if blocks else self.blocks.center[None]
             v, f, uv = self.env.ground_patch(around.to(self.device_))
-            tex = torch.sigmoid(self.env.ground_logits)[..., :3]
-            uvn = uv.cpu().numpy().copy()
-            uvn[:, 1] = 1.0 - uvn[:, 1]
-            visual = trimesh.visual.TextureVisuals(uv=uvn, image=Image.fromarray((tex.cpu().numpy() * 255).round().astype(np.uint8)))
             ground = {"point": point.cpu().numpy(), "normal": normal.cpu().numpy(),
-                      "mesh": trimesh.Trimesh(v.cpu().numpy(), f.cpu().numpy(), visual=visual, process=False)}
+                      "mesh": _textured_mesh(v, f, uv, torch.sigmoid(self.env.ground_logits)[..., :3])}
         return {"blocks": blocks, "ground": ground, "up": normal.cpu().numpy()}
+
+
+def _textured_mesh(verts: Tensor, faces: Tensor, uvs: Tensor, texture: Tensor) -> trimesh.Trimesh:
+    """A trimesh with one texture: vertices [V, 3], faces [F, 3], UVs [V, 2] (glTF's v down, as recon samples them),
+    texture [T, T, 3] in [0, 1]."""
+    uv = uvs.detach().cpu().numpy().copy()
+    uv[:, 1] = 1.0 - uv[:, 1]  # trimesh's UVs have v up
+    image = Image.fromarray((texture.detach().cpu().numpy() * 255).round().astype(np.uint8))
+    return trimesh.Trimesh(verts.detach().cpu().numpy(), faces.cpu().numpy(), visual=trimesh.visual.TextureVisuals(uv=uv, image=image), process=False)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recon.geometry.superquadric import SuperquadricTemplate, pseudo_sdf, sample_in_boxes, superquadric_points
+from recon.render.mesh_texture import decimate_texture
 from recon.rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
 #: exponents live in (E_MIN, E_MIN + E_RANGE) = (0.1, 1.9): convex, from nearly square to nearly diamond.
@@ -91,12 +92,7 @@ class BlockSet(nn.Module):
 
     def textures(self, decimate: int = 1) -> Tensor:
         """[n, T, T, 3] colours in [0, 1]; ``decimate`` > 1 average-pools and upsamples back (the coarse phase)."""
-        tex = torch.sigmoid(self.texture_logits)
-        if decimate <= 1:
-            return tex
-        x = tex.permute(0, 3, 1, 2)
-        x = F.interpolate(F.avg_pool2d(x, decimate), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x.permute(0, 2, 3, 1)
+        return decimate_texture(torch.sigmoid(self.texture_logits), decimate)
 
     # ------------------------------------------------------------------ regularisers
     def parsimony(self) -> Tensor:

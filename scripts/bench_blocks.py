@@ -1,10 +1,11 @@
 """Differentiable Blocks World over several seeds, reported as the paper does: "random" (the mean over seeds) and
 "auto" (the seed with the lowest training loss, i.e. the highest PSNR on the training views: no test data used).
 
-For each seed: ``recon train --method blocks DATA --seed S --model.seed S``, ``recon eval`` on the training split
-(the selection criterion) and on the test split (PSNR/SSIM of renders; with ``--gt``, Chamfer-L1 of the blocks
-against a ground-truth mesh), ``recon export --format primitives`` (the number of blocks is the number written).
-The auto run is linked as OUT_DIR/auto.
+``recon train --method blocks DATA --seeds K`` trains seeds 0 .. K-1 and picks "auto" by the training-view PSNR it
+writes to seeds.json; then for each run ``recon eval`` on the test split (PSNR/SSIM of renders; with ``--gt``,
+Chamfer-L1 of the blocks against a ground-truth mesh) and ``recon export --format primitives`` (the number of
+blocks is the number written). "minutes" is each run's training time (its metrics.json). The auto run is linked as
+OUT_DIR/auto.
 
     .venv/bin/python scripts/bench_blocks.py --data demo:solids --gt gt:objects_mesh --seeds 3
     .venv/bin/python scripts/bench_blocks.py --data ../shared/data/dtu_scan65 --steps 5000 --seeds 1
@@ -16,40 +17,32 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, git_commit, recon_cli
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def recon(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "recon.cli", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"recon {' '.join(args)} failed:\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
-def run_seed(args, seed: int, out_dir: Path) -> dict:
-    t0 = time.perf_counter()
+def train_seeds(args) -> dict:
+    """``recon train --seeds K`` (which keeps the run with the highest training-view PSNR): ``{"kept", "runs"}`` as
+    in its seeds.json; one seed writes none, so its training-view PSNR is measured here the same way."""
     extra = [a for a in (args.train_args or "").split() if a]
-    run_dir = Path(recon("train", "--method", "blocks", args.data, "--max-steps", str(args.steps), "--seed", str(seed),
-                         "--model.seed", str(seed), "--output-dir", str(out_dir / f"seed{seed}"), *extra).strip().splitlines()[-1])
-    minutes = (time.perf_counter() - t0) / 60
-    train = json.loads(recon("eval", str(run_dir), "--split", "train", "--lpips", "none", "--json"))
-    test_args = ["eval", str(run_dir), "--split", "test", "--json"] + (["--mesh", args.gt] if args.gt else [])
-    test = json.loads(recon(*test_args))
-    recon("export", str(run_dir), "--format", "primitives")
+    kept = Path(recon_cli("train", "--method", "blocks", args.data, "--max-steps", str(args.steps), "--seed", "0", "--seeds",
+                          str(args.seeds), "--output-dir", str(args.out_dir), *extra).strip().splitlines()[-1])
+    if args.seeds > 1:
+        return json.loads((kept.parent / "seeds.json").read_text())
+    train = json.loads(recon_cli("eval", str(kept), "--split", "train", "--lpips", "none", "--dynamic-region", "off", "--json"))
+    row = {"seed": 0, "run": str(kept), "train_psnr": train["psnr"]}
+    return {"kept": row, "runs": [row]}
+
+
+def score_run(args, seed: int, run_dir: Path, train_psnr: float) -> dict:
+    test = json.loads(recon_cli("eval", str(run_dir), "--split", "test", "--json", *(["--mesh", args.gt] if args.gt else [])))
+    recon_cli("export", str(run_dir), "--format", "primitives")
     blocks = json.loads((run_dir / "exports" / "primitives" / "blocks.json").read_text())["blocks"]
-    row = {"seed": seed, "run": str(run_dir), "minutes": minutes, "blocks": len(blocks), "train_psnr": train["psnr"],
+    minutes = json.loads((run_dir / "metrics.json").read_text())["train_minutes"]
+    row = {"seed": seed, "run": str(run_dir), "minutes": minutes, "blocks": len(blocks), "train_psnr": train_psnr,
            "test_psnr": test["psnr"], "test_ssim": test["ssim"], "test_lpips": test.get("lpips")}
     if "geometry" in test:
         g = test["geometry"]
@@ -68,13 +61,15 @@ def main() -> int:
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench_results" / "blocks_runs")
     p.add_argument("--json", type=Path, default=ROOT / "bench_results" / "blocks.json")
     args = p.parse_args()
+    commit = git_commit()  # the code the runs use (taken before they start: the tree may change while they train)
+    seeds = train_seeds(args)
     rows = []
-    for seed in range(args.seeds):
-        rows.append(run_seed(args, seed, args.out_dir))
-        r = rows[-1]
-        print(f"seed {seed}: {r['blocks']} blocks, test PSNR {r['test_psnr']:.2f} dB, train PSNR {r['train_psnr']:.2f} dB"
+    for trained in seeds["runs"]:
+        r = score_run(args, trained["seed"], Path(trained["run"]), trained["train_psnr"])
+        rows.append(r)
+        print(f"seed {r['seed']}: {r['blocks']} blocks, test PSNR {r['test_psnr']:.2f} dB, train PSNR {r['train_psnr']:.2f} dB"
               + (f", Chamfer {r['chamfer']:.4f}" if "chamfer" in r else "") + f", {r['minutes']:.1f} min", flush=True)
-    auto = max(rows, key=lambda r: r["train_psnr"])
+    auto = next(r for r in rows if r["seed"] == seeds["kept"]["seed"])
     keys = [k for k in ("blocks", "test_psnr", "test_ssim", "chamfer", "fscore", "minutes") if k in rows[0]]
     random = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     print("\n| seed | " + " | ".join(keys) + " | train PSNR |")
@@ -87,7 +82,7 @@ def main() -> int:
         link.unlink()
     link.symlink_to(Path(auto["run"]).resolve())
     out = {"data": args.data, "gt": args.gt, "steps": args.steps, "train_args": args.train_args, "seeds": rows, "auto": auto["seed"],
-           "random": random, "commit": git_commit(), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+           "random": random, "commit": commit, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
            "date": time.strftime("%Y-%m-%d")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))

@@ -19,30 +19,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from benchlib import ROOT, git_commit, recon_cli
 
 
 def recon(*args: str, threads: int) -> str:
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads > 0 else {})}
-    r = subprocess.run([sys.executable, "-m", "recon.cli", *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"recon {' '.join(args)} failed:\n{r.stderr[-3000:]}")
-    return r.stdout.strip().splitlines()[-1]
+    """The last line ``recon ARGS`` prints (a run directory, an output folder)."""
+    return recon_cli(*args, threads=threads).strip().splitlines()[-1]
 
 
 def compare_poses(ref_dir: Path, est_dir: Path) -> dict:

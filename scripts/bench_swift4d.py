@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, git_commit
 VARIANTS = {"swift4d": [], "all-dynamic": ["--model.all-dynamic"]}
 
 
@@ -160,15 +160,6 @@ def _plot(results: dict, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT, timeout=10)
-        return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="?", default="demo:dynamic")
@@ -186,7 +177,7 @@ def main() -> None:
     args = ap.parse_args()
 
     results = {}
-    commit = _commit()  # the code the runs use (taken before they start: the tree may change while they train)
+    commit = git_commit()  # the code the runs use (taken before they start: the tree may change while they train)
     variants = args.variants.split(",")
     print(f"[bench_swift4d] training {', '.join(variants)} on {args.data} ({'side by side' if args.parallel else 'in turn'}) ...", flush=True)
     runs = _train_all(args.data, variants, args, Path(args.output_dir))

@@ -21,6 +21,7 @@ from recon.helptext import parse
 
 console = Console(stderr=True)
 stdout = Console()
+_debug = False  # --debug was given (the --gpus launcher passes it on to its processes)
 
 USAGE = """usage: recon [--debug] COMMAND [ARGS]
 
@@ -185,7 +186,13 @@ def _train_args_class(model_cfg_cls):
         no test data used). Prints every run's score and writes seeds.json beside the runs; the last line is the
         kept run."""
         resume: Optional[Path] = None
-        """Continue this run directory from its latest checkpoint (other options come from its config.yaml)."""
+        """Continue this run directory from its latest checkpoint (other options come from its config.yaml). With
+        --gpus, a run resumes on any number of processes that share its views per step evenly."""
+        gpus: int = 1
+        """Train on N GPUs of this machine: N processes (torch.distributed, NCCL), each rendering its share of every
+        step's views (--trainer.batch-size each: the step's batch is N times that); gradients and densification
+        statistics are combined so all hold the same model; rank 0 writes. With --device cpu: N CPU processes
+        (gloo). Across machines, start `recon train` with torchrun instead (README, "Several GPUs")."""
         viewer: bool = False
         """Show training live in the browser viewer."""
         viewer_port: int = 7007
@@ -209,16 +216,44 @@ def _train_args_class(model_cfg_cls):
 
 
 def cmd_train(argv: list[str]) -> int:
-    from recon.engine.run import resume_training, start_training
     from recon.methods import get_method
 
     method_name = _peek_option(argv, "--method", "gs")
     cls = get_method(method_name)
     TrainArgs, DataConfig = _train_args_class(cls.config_cls)
     args = parse(TrainArgs, argv, prog="recon train", description=f"Train a method. Options under --model.* are those of {method_name!r}.")
+    from recon.engine import distributed
+
+    if args.gpus > 1 and distributed.in_distributed_environment():
+        raise ReconError("--gpus starts its own processes; under torchrun, leave it out (torchrun's --nproc-per-node says how many)")
+    if args.gpus != 1:
+        if args.seeds > 1:
+            raise ReconError("--seeds trains runs one after another; combine it with --gpus by running each seed yourself")
+        if args.resume is None:
+            from recon.engine.trainer import check_batch
+
+            check_batch(cls, args.trainer.batch_size, args.gpus)  # before any process starts
+        rank_argv = _without_option(argv, "--gpus") + (["--debug"] if _debug else [])
+        return distributed.launch(rank_argv, args.gpus, args.device, console)
+    ranks = distributed.from_environment(args.device)
+    try:
+        return _train(args, argv, method_name, ranks)
+    except ReconError as exc:
+        if ranks is not None and not _debug and distributed.leave_error(ranks.rank, str(exc)):
+            return 2  # the launcher prints one line for the whole run
+        raise
+    finally:
+        if ranks is not None:
+            ranks.close()
+
+
+def _train(args, argv: list[str], method_name: str, ranks) -> int:
+    from recon.engine.run import DataConfig, resume_training, start_training
+
     if args.resume is not None:
         explicit_steps = _peek_option(argv, "--max-steps", None) is not None  # else keep the run's own budget
-        run_dir = resume_training(args.resume, max_steps=args.max_steps if explicit_steps else None, max_minutes=args.max_minutes, console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+        run_dir = resume_training(args.resume, max_steps=args.max_steps if explicit_steps else None, max_minutes=args.max_minutes, console=console,
+                                  viewer=args.viewer, viewer_port=args.viewer_port, ranks=ranks)  # fmt: skip
     else:
         trainer_cfg = dataclasses.replace(
             args.trainer,
@@ -235,12 +270,26 @@ def cmd_train(argv: list[str]) -> int:
         for seed in range(args.seed, args.seed + args.seeds):
             model = dataclasses.replace(args.model, seed=seed) if "seed" in {f.name for f in dataclasses.fields(args.model)} else args.model
             run_dir = start_training(method_name, data, dataclasses.replace(trainer_cfg, seed=seed), model, args.output_dir, device=args.device,
-                                     console=console, viewer=args.viewer, viewer_port=args.viewer_port)
+                                     console=console, viewer=args.viewer, viewer_port=args.viewer_port, ranks=ranks)
             runs.append(run_dir)
         if len(runs) > 1:
             run_dir = _keep_best_seed(runs, args.seed, args.device)
-    print(run_dir)
+    if ranks is None or ranks.is_writer:
+        print(run_dir)
     return 0
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def _keep_best_seed(runs: list[Path], first_seed: int, device: str) -> Path:
@@ -458,7 +507,8 @@ def _peek_option(argv: list[str], name: str, default: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    global _debug
+    debug = _debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -85,5 +85,23 @@ def test_merged_views_look_like_one_batched_render():
     assert merged["n_cameras"] == 3 and merged["radii"].shape == (3, 4, 2) and merged["width"] == 8
     assert torch.equal(merged["means2d"].grad[:, 0, 0], torch.tensor([1.0, 2.0, 3.0]))
     assert merged["means2d"].absgrad is None
-    metas[1]["means2d"] = torch.zeros(1, 4, 2, requires_grad=True)  # a view without gradient
-    assert gsplat_meta.merge_views(metas) is None
+    metas[1]["means2d"] = torch.zeros(1, 4, 2, requires_grad=True)  # a view without gradient counts zeros
+    assert torch.equal(gsplat_meta.merge_views(metas)["means2d"].grad[:, 0, 0], torch.tensor([1.0, 0.0, 3.0]))
+    for m in metas:
+        m["means2d"] = torch.zeros(1, 4, 2, requires_grad=True)
+    assert gsplat_meta.merge_views(metas) is None  # none has one
+
+
+def test_merged_views_gather_every_process_and_normalise_mixed_sizes():
+    def meta(scale, width, height):
+        m2d = torch.zeros(1, 2, 2, requires_grad=True)
+        (m2d * scale).sum().backward()
+        return {"means2d": m2d, "radii": torch.ones(1, 2, 2, dtype=torch.int32), "width": width, "height": height, "n_cameras": 1}
+
+    # a stand-in for Collective.all_gather with two ranks whose views are the same
+    merged = gsplat_meta.merge_views([meta(1.0, 8, 6)], gather=lambda t: torch.cat([t, t], 0))
+    assert merged["n_cameras"] == 2 and merged["radii"].shape == (2, 2, 2) and (merged["width"], merged["height"]) == (8, 6)
+    # views of different sizes: gradients in pixels of a 2 x 2 image, so width / 2 and height / 2 are 1
+    merged = gsplat_meta.merge_views([meta(1.0, 8, 6), meta(1.0, 4, 10)])
+    assert (merged["width"], merged["height"]) == (2, 2)
+    assert merged["means2d"].grad[:, 0].tolist() == [[4.0, 3.0], [2.0, 5.0]]

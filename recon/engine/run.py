@@ -21,7 +21,8 @@ from recon.config import from_plain, new_run_dir, read_yaml, to_plain, write_yam
 from recon.data.normalize import SceneTransform, compute_normalization, normalize_scene
 from recon.data.scene import SceneData
 from recon.engine import checkpoint as ckpt
-from recon.engine.trainer import Trainer, TrainerConfig
+from recon.engine.distributed import Ranks, announce_run_dir
+from recon.engine.trainer import Trainer, TrainerConfig, check_batch
 from recon.errors import ReconError
 from recon.methods import get_method
 
@@ -78,10 +79,15 @@ def start_training(
     console: Console | None = None,
     viewer: bool = False,
     viewer_port: int = 7007,
+    ranks: Ranks | None = None,
 ) -> Path:
-    """Train a new run; returns its directory."""
+    """Train a new run; returns its directory. ``ranks``: this process's place in a data-parallel run (every rank
+    calls this; rank 0 creates the run folder and writes, the others train beside it)."""
     console = console or Console(stderr=True)
-    dev = resolve_device(device)
+    writer = ranks is None or ranks.is_writer
+    if not writer:
+        console = Console(stderr=True, quiet=True)
+    dev = resolve_device(device) if ranks is None else ranks.device
     torch.manual_seed(trainer_cfg.seed)
     scene = load_data(data, method_name)
     for w in scene.warnings:
@@ -90,9 +96,16 @@ def start_training(
     scene_n = normalize_scene(scene, transform)
     # The method first: a setting it rejects must not leave an empty run folder behind.
     method = build_method(method_name, model_cfg, scene_n, trainer_cfg.max_steps, dev)
+    check_batch(method, trainer_cfg.batch_size, 1 if ranks is None else ranks.world_size)
     method.setup(scene_n)
     method.to(dev)
-    run_dir = new_run_dir(output_dir, scene.name, method_name)
+    if ranks is not None:  # every rank starts from rank 0's parameters, whatever randomness its set-up used
+        ranks.broadcast_tensors_(list(method.state_dict().values()))
+    run_dir = new_run_dir(output_dir, scene.name, method_name) if writer else None
+    if ranks is not None:
+        run_dir = Path(ranks.broadcast_object(None if run_dir is None else str(run_dir)))
+        if writer:
+            announce_run_dir(run_dir)
     config = {
         "recon_version": recon.__version__,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -103,38 +116,64 @@ def start_training(
         "normalization": transform.to_dict(),
         "trainer": to_plain(trainer_cfg),
         "model": to_plain(model_cfg),
+        "processes": 1 if ranks is None else ranks.world_size,
     }
-    write_yaml(config, run_dir / "config.yaml")
-    console.print(f"[bold]recon[/]: training {method_name} on {scene.name} ({len(scene.split('train'))} train views) on {dev} -> {run_dir}")
+    if writer:
+        write_yaml(config, run_dir / "config.yaml")
+    where = f"{dev}" if ranks is None else f"{ranks.world_size} processes ({dev.type}), {trainer_cfg.batch_size * ranks.world_size} views a step"
+    console.print(f"[bold]recon[/]: training {method_name} on {scene.name} ({len(scene.split('train'))} train views) on {where} -> {run_dir}")
     for note in method.setup_notes():
         console.print(f"recon: {method_name}: {note}", highlight=False, markup=False)
-    _run_trainer(trainer_cfg, method, scene_n, run_dir, console, viewer, viewer_port)
+    _run_trainer(trainer_cfg, method, scene_n, run_dir, console, viewer and writer, viewer_port, ranks=ranks)
     return run_dir
 
 
-def resume_training(run_dir: Path, max_steps: int | None = None, max_minutes: float | None = None, console: Console | None = None, viewer: bool = False, viewer_port: int = 7007) -> Path:
-    """Continue a run from its latest checkpoint (optionally with a new step or time budget)."""
+def resume_training(run_dir: Path, max_steps: int | None = None, max_minutes: float | None = None, console: Console | None = None, viewer: bool = False, viewer_port: int = 7007,
+                    ranks: Ranks | None = None) -> Path:  # fmt: skip
+    """Continue a run from its latest checkpoint (optionally with a new step or time budget), in one process or
+    several (``ranks``), whatever the run was trained with: the step's batch stays what it was (views per process
+    = the run's views per step / processes)."""
     console = console or Console(stderr=True)
-    run = load_run(run_dir, load_weights=False)
+    writer = ranks is None or ranks.is_writer
+    if not writer:
+        console = Console(stderr=True, quiet=True)
+    run = load_run(run_dir, load_weights=False, device="auto" if ranks is None else str(ranks.device))
     cfg = run.trainer_config
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
     if max_minutes is not None:
         cfg = dataclasses.replace(cfg, max_minutes=max_minutes)
+    world = 1 if ranks is None else ranks.world_size
+    cfg = dataclasses.replace(cfg, batch_size=_batch_per_process(run, world))
+    if writer and (cfg.batch_size, world) != (run.trainer_config.batch_size, int(run.config.get("processes", 1))):
+        config = dict(run.config, processes=world, trainer={**run.config.get("trainer", {}), "batch_size": cfg.batch_size})
+        write_yaml(config, run.run_dir / "config.yaml")
+    if ranks is not None and writer:
+        announce_run_dir(run.run_dir)
     if ckpt.latest_checkpoint(run.run_dir) is None:
         console.print(f"[yellow]warning[/]: {run.run_dir} has no checkpoint; starting it from scratch")
         run.method.setup(run.scene)
-    _run_trainer(cfg, run.method, run.scene, run.run_dir, console, viewer, viewer_port, resume=True)
+        if ranks is not None:
+            ranks.broadcast_tensors_(list(run.method.state_dict().values()))
+    _run_trainer(cfg, run.method, run.scene, run.run_dir, console, viewer and writer, viewer_port, resume=True, ranks=ranks)
     return run.run_dir
 
 
-def _run_trainer(cfg, method, scene, run_dir, console, viewer, viewer_port, resume=False):
+def _batch_per_process(run: "LoadedRun", world_size: int) -> int:
+    """Views per process that keep the run's views per step on ``world_size`` processes."""
+    step_views = run.trainer_config.batch_size * int(run.config.get("processes", 1))
+    if step_views % world_size:
+        raise ReconError(f"the run takes {step_views} views a step, which {world_size} processes cannot share evenly", run.run_dir / "config.yaml")
+    return step_views // world_size
+
+
+def _run_trainer(cfg, method, scene, run_dir, console, viewer, viewer_port, resume=False, ranks=None):
     live = None
     if viewer:
         from recon.viewer.live import LiveViewer
 
         live = LiveViewer(method, scene, port=viewer_port, console=console, output_dir=Path(run_dir) / "renders" / "viewer")
-    trainer = Trainer(cfg, method, scene, run_dir, console=console, viewer=live)
+    trainer = Trainer(cfg, method, scene, run_dir, console=console, viewer=live, ranks=ranks)
     if resume:
         trainer.resume()
     try:

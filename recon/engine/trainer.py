@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from recon.errors import ReconError
 from recon.eval.metrics import psnr, ssim
 from recon.methods.base import Batch, Method
 
+if TYPE_CHECKING:
+    from recon.engine.distributed import Ranks
+
 
 @dataclass
 class TrainerConfig:
@@ -38,6 +42,11 @@ class TrainerConfig:
     """Stop (with a checkpoint and the final evaluation) after this many minutes of training."""
     seed: tyro.conf.Suppress[int] = 0
     """Seed for every random number generator."""
+    batch_size: int = 1
+    """Training views per step and process (methods that train data-parallel: gs, swift4d). Their losses are
+    averaged, and with ``--gpus N`` (or torchrun) each of the N processes renders its own share: the step's batch
+    is N times this, and N processes with batch b take the same steps as one process with batch N x b. Learning
+    rates are not rescaled with the batch."""
     checkpoint_every: int = 1000
     """Write a checkpoint every N steps (and at the end, on Ctrl-C and when the time budget runs out)."""
     checkpoint_minutes: float = 5.0
@@ -89,9 +98,14 @@ class _DeviceFrames:
 
 
 class _Loader:
-    """Random training views; their images stay on the device in an LRU cache of ``budget_bytes``."""
+    """Random training views; their images stay on the device in an LRU cache of ``budget_bytes``.
 
-    def __init__(self, scene: SceneData, device: torch.device, seed: int, background: str, budget_bytes: int = 4 << 30):
+    Each step draws the whole step's batch (``batch_size`` x ``world_size`` views, their random backgrounds
+    included) on every rank, in the same order, and keeps the rank's own share: the views, and every random
+    number, do not depend on how many processes share the step."""
+
+    def __init__(self, scene: SceneData, device: torch.device, seed: int, background: str, budget_bytes: int = 4 << 30,
+                 batch_size: int = 1, rank: int = 0, world_size: int = 1):  # fmt: skip
         self.scene = scene
         self.device = device
         self.indices = scene.split("train")
@@ -103,6 +117,13 @@ class _Loader:
         self.background = background
         self.cameras = scene.cameras.to(device)
         self.bg_rng = torch.Generator().manual_seed(seed + 1)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.scene_bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
+
+    @property
+    def step_views(self) -> int:
+        """Views in a step, over all ranks."""
+        return self.batch_size * self.world_size
 
     def state(self) -> dict:
         return {"order": torch.tensor(self.order, dtype=torch.int64), "epoch": self.epoch, "bg_rng": self.bg_rng.get_state()}
@@ -112,31 +133,41 @@ class _Loader:
         self.epoch = int(state["epoch"])
         self.bg_rng.set_state(state["bg_rng"])
 
-    def next(self) -> Batch:
-        if not self.order:
-            self.order = [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)]
-            self.epoch += 1
-        index = self.order.pop()
+    def next(self) -> list[Batch]:
+        """This rank's views of the next step (``batch_size`` of them)."""
+        drawn = []
+        for slot in range(self.step_views):
+            if not self.order:
+                self.order = [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)]
+                self.epoch += 1
+            drawn.append((slot, self.order.pop(), self._random_background()))
+        mine = drawn[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return [self._batch(index, slot, bg) for slot, index, bg in mine]
+
+    def _random_background(self) -> torch.Tensor | None:
+        # Drawn for every view, RGBA or not (and whichever rank renders it), so the stream does not depend on images
+        # this rank never loads.
+        return torch.rand(3, generator=self.bg_rng) if self.background in ("auto", "random") else None
+
+    def _batch(self, index: int, slot: int, random_bg: torch.Tensor | None) -> Batch:
         img = self.images.get(index)
         mask = self.masks.get(index) if self.masks is not None else None
         alpha = None
-        scene_bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
         if img.shape[-1] == 4:
             alpha = img[..., 3:4]
-            mode = "random" if self.background == "auto" else self.background
-            if mode == "random":
-                bg = torch.rand(3, generator=self.bg_rng).to(self.device)
-            elif mode == "white":
+            if random_bg is not None:
+                bg = random_bg.to(self.device)
+            elif self.background == "white":
                 bg = torch.ones(3, device=self.device)
-            elif mode == "black":
+            elif self.background == "black":
                 bg = torch.zeros(3, device=self.device)
             else:
-                bg = scene_bg
+                bg = self.scene_bg
         else:
-            bg = scene_bg
+            bg = self.scene_bg
         cam = self.cameras[index]
         t = None if cam.times is None else float(cam.times[0])
-        return Batch(index=index, camera=cam, image=_composite(img, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self)
+        return Batch(index=index, camera=cam, image=_composite(img, bg), alpha=alpha, mask=mask, background=bg, time=t, views=self, slot=slot)
 
     def image(self, index: int, background: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] training image ``index`` (from the device cache), RGBA composited over ``background`` [3]
@@ -154,15 +185,21 @@ def _composite(img: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Runs ``method`` on ``scene`` (already normalised) and writes everything into ``run_dir``."""
 
-    def __init__(self, config: TrainerConfig, method: Method, scene: SceneData, run_dir: Path, console: Console | None = None, viewer=None):
+    def __init__(self, config: TrainerConfig, method: Method, scene: SceneData, run_dir: Path, console: Console | None = None, viewer=None,
+                 ranks: "Ranks | None" = None):  # fmt: skip
         self.config = config
         self.method = method
         self.scene = scene
         self.run_dir = Path(run_dir)
-        self.console = console or Console(stderr=True)
+        self.ranks = ranks
+        #: only rank 0 writes (checkpoints, logs, TensorBoard, renders, metrics) and talks to the user.
+        self.is_writer = ranks is None or ranks.is_writer
+        self.console = (console or Console(stderr=True)) if self.is_writer else Console(stderr=True, quiet=True)
         if not config.image_cache_gb >= 0:  # (also NaN)
             raise ReconError(f"--trainer.image-cache-gb must be >= 0 (got {config.image_cache_gb})")
-        self.loader = _Loader(scene, method.device_, config.seed, config.background, int(config.image_cache_gb * (1 << 30)))
+        check_batch(method, config.batch_size, 1 if ranks is None else ranks.world_size)
+        self.loader = _Loader(scene, method.device_, config.seed, config.background, int(config.image_cache_gb * (1 << 30)),
+                              config.batch_size, 0 if ranks is None else ranks.rank, 1 if ranks is None else ranks.world_size)  # fmt: skip
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.history: list[dict] = []
@@ -198,9 +235,11 @@ class Trainer:
         self.history = [{k: float(v[i]) for k, v in hist.items()} for i in range(n)]
 
     def save_checkpoint(self) -> Path:
+        """Write the training state (rank 0 only: every rank holds the same); returns its path."""
         path = ckpt.checkpoint_path(self.run_dir, self.step)
-        ckpt.atomic_save(self.state_dict(), path)
-        ckpt.prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        if self.is_writer:
+            ckpt.atomic_save(self.state_dict(), path)
+            ckpt.prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
         return path
 
     def resume(self) -> bool:
@@ -223,12 +262,19 @@ class Trainer:
         cfg = self.config
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        elif self.ranks is not None and self.method.device_.type == "cpu":
+            # CPU ranks of one machine share its cores (torch's default would give each of them all).
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.ranks.local_world_size))
         if self.step == 0:  # fresh run: seed everything (a resumed run restores the RNG states instead)
             seed_everything(cfg.seed)
-        from torch.utils.tensorboard import SummaryWriter
+        if self.is_writer:
+            from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-        with _CtrlC() as ctrl_c:
+            writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        else:
+            writer = _NoWriter()
+        # The processes of a --gpus run get Ctrl-C twice, from the terminal and from the launcher passing it on.
+        with _CtrlC(grace_s=2.0 if self.ranks is not None else 0.0) as ctrl_c:
             self._run_steps(writer, ctrl_c)
         return self._finish(writer)
 
@@ -243,46 +289,83 @@ class Trainer:
             while self.step < cfg.max_steps:
                 if self.viewer is not None:
                     self.viewer.before_step(self.step)
-                batch, out = self._optimization_step()
+                batch, out, loss = self._optimization_step()
                 self.step += 1
                 now = time.perf_counter()
                 self.elapsed = elapsed_at_start + (now - session_start)
-                stats.add(out, batch)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    self._log_scalars(writer, out, stats)
-                if cfg.image_every and self.step % cfg.image_every == 0:
-                    self._write_progress_image(writer)
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                    self._append_eval_curve(self._evaluate_test(quiet=True))
-                    session_start += time.perf_counter() - now  # the evaluation is not training time
+                reason = self._stop_reason_now(ctrl_c)
+                if self.ranks is not None:  # one small all-reduce: the step's mean loss, and whether any rank stops
+                    loss, reason = self._agree(loss, reason)
+                stats.add(out, batch, loss)
+                if self.is_writer:
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        self._log_scalars(writer, out, stats)
+                    if cfg.image_every and self.step % cfg.image_every == 0:
+                        self._write_progress_image(writer)
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                        self._append_eval_curve(self._evaluate_test(quiet=True))
+                        session_start += time.perf_counter() - now  # the evaluation is not training time
                 display.update(self.step, now, stats, self.method.log_scalars)
                 if self.viewer is not None:
                     self.viewer.after_step(self.step, {"loss": stats.loss, "psnr": stats.psnr, **self.view_metrics, **self.method.log_scalars()})
-                reason = self._stop_reason_now(ctrl_c)
                 if reason is not None:
                     self._stop_reason = reason
                     break
+                if self.ranks is not None and self.step % cfg.checkpoint_every == 0:
+                    self._check_ranks_agree()
                 if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time > cfg.checkpoint_minutes * 60:
                     self.save_checkpoint()
                     last_ckpt_time = time.perf_counter()
 
-    def _optimization_step(self) -> tuple[Batch, dict]:
-        """One step on one batch: loss, backward, every optimizer, and the method's hooks around them (under the
-        viewer's lock, so a render never sees half-updated parameters)."""
+    def _optimization_step(self) -> tuple[Batch, dict, float]:
+        """One step: for each of this rank's views, the loss and its backward pass (gradients accumulate, each
+        loss weighted 1 / views in the step); the gradients summed over the ranks; every optimizer; and the
+        method's hooks around them. Runs under the viewer's lock, so a render never sees half-updated parameters.
+
+        Returns:
+            the first view's batch and outputs (for the running PSNR and the logs), and this rank's mean loss.
+        """
         with self._lock():
-            batch = self.loader.next()
-            out = self.method.train_step(batch, self.step)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise ReconError(f"loss became {float(loss)} at step {self.step}; last checkpoint kept in {self.run_dir / 'checkpoints'}")
-            self.method.before_backward(self.step, out)
-            loss.backward()
-            self.method.after_backward(self.step, out)
+            batches = self.loader.next()
+            step_views = self.loader.step_views
+            outs, loss_sum = [], 0.0
+            for batch in batches:
+                with _per_view_random_state(self.config.seed, self.step, batch.slot, step_views > 1, self.method.device_):
+                    out = self.method.train_step(batch, self.step)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise ReconError(f"loss became {float(loss)} at step {self.step}; last checkpoint kept in {self.run_dir / 'checkpoints'}")
+                self.method.before_backward(self.step, out)
+                (loss if step_views == 1 else loss / step_views).backward()
+                self.method.after_backward(self.step, out)
+                outs.append(out)
+                loss_sum += float(loss.detach())
+            if self.ranks is not None:
+                self.ranks.sum_gradients(_optimized_parameters(self.method))
+            out = outs[0] if step_views == 1 else self.method.combine_outputs(outs, self.ranks)
             for opt in self.method.optimizers().values():
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             self.method.after_optimizer_step(self.step, out)
-        return batch, out
+        return batches[0], outs[0], loss_sum / len(batches)
+
+    def _agree(self, loss: float, reason: str | None) -> tuple[float, str | None]:
+        """The step's mean loss over the ranks, and why training stops if any rank stops (Ctrl-C, time budget)."""
+        flags = torch.tensor([loss, reason == "interrupted", reason is not None and reason != "interrupted"], dtype=torch.float64, device=self.ranks.device)
+        self.ranks.all_reduce_sum_(flags)
+        world = self.ranks.world_size
+        if reason is None and bool(flags[1] > 0):
+            reason = "interrupted"
+        elif reason is None and bool(flags[2] > 0):
+            reason = f"time budget of {self.config.max_minutes:g} min reached"
+        return float(flags[0]) / world, reason
+
+    def _check_ranks_agree(self) -> None:
+        """Fail loudly if the ranks' parameters drifted apart (a method that decided something from one rank's
+        views alone): a data-parallel run that silently trains R different models would be worse."""
+        if not self.ranks.parameters_agree(list(self.method.state_dict().values())):
+            raise ReconError(f"the {self.ranks.world_size} training processes hold different parameters at step {self.step} "
+                             f"(method {self.method.name!r} takes a decision from one process's views); last checkpoint kept in {self.run_dir / 'checkpoints'}")  # fmt: skip
 
     def _log_scalars(self, writer, out: dict, stats: "_RunningStats") -> None:
         """TensorBoard scalars of this step and a point of the training curves (smoothed loss and PSNR)."""
@@ -303,14 +386,17 @@ class Trainer:
         return None
 
     def _finish(self, writer) -> dict:
-        """Final checkpoint, curves, and the test-split evaluation (skipped after Ctrl-C); returns the result."""
+        """Final checkpoint, curves, and the test-split evaluation (skipped after Ctrl-C); returns the result.
+        Ranks other than 0 return at once (rank 0 evaluates alone)."""
+        if not self.is_writer:
+            return {"step": self.step, "train_minutes": self.elapsed / 60.0, "stopped": self._stop_reason or "max_steps"}
         path = self.save_checkpoint()
         self.console.print(f"[bold]recon[/]: step {self.step}, {self.elapsed / 60:.1f} min; checkpoint {path}")
         writer.flush()
         self._write_curves()
         result: dict = {"step": self.step, "train_minutes": self.elapsed / 60.0, "stopped": self._stop_reason or "max_steps"}
         if self._stop_reason == "interrupted":
-            self.console.print(f"[yellow]interrupted[/]: resume with  recon train --resume {self.run_dir}")
+            self.console.print(f"[yellow]interrupted[/]: resume with  recon train --resume {self.run_dir}{self._resume_hint()}")
             writer.close()
             return result
         if self.config.eval_at_end and "test" in self.scene.splits:
@@ -335,6 +421,13 @@ class Trainer:
         return result
 
     # ---------------------------------------------------------------- helpers
+    def _resume_hint(self) -> str:
+        if self.ranks is None:
+            return ""
+        from recon.engine.distributed import LAUNCH_DIR_ENV
+
+        return f" --gpus {self.ranks.world_size}" if os.environ.get(LAUNCH_DIR_ENV) else " (under torchrun as before, or on any number of processes)"
+
     def _evaluate_test(self, quiet: bool = False) -> dict:
         """Metrics of the test split (images written at the end of training only)."""
         from recon.eval.evaluate import evaluate
@@ -416,14 +509,17 @@ class _CtrlC:
     one raises KeyboardInterrupt at once. Signal handlers can only be set from the main thread; elsewhere (the
     viewer's or a test's thread) Ctrl-C keeps its default meaning."""
 
-    def __init__(self):
+    def __init__(self, grace_s: float = 0.0):
         self.pressed = False
         self._old_handler = None
+        self.grace_s = grace_s  # a second Ctrl-C this soon after the first is the same one
+        self._first = 0.0
 
     def _on_sigint(self, signum, frame):
-        if self.pressed:  # second Ctrl-C: give up immediately
+        if self.pressed and time.monotonic() - self._first > self.grace_s:  # second Ctrl-C: give up immediately
             raise KeyboardInterrupt
-        self.pressed = True
+        if not self.pressed:
+            self.pressed, self._first = True, time.monotonic()
 
     def __enter__(self) -> "_CtrlC":
         self._old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _in_main_thread() else None
@@ -442,8 +538,9 @@ class _RunningStats:
         self.loss: float | None = None
         self.psnr: float | None = None
 
-    def add(self, out: dict, batch: Batch) -> None:
-        self.last_loss = float(out["loss"].detach())
+    def add(self, out: dict, batch: Batch, loss: float) -> None:
+        """``loss``: the step's mean loss (over its views and ranks); the PSNR is the first view's."""
+        self.last_loss = loss
         self.loss = self.last_loss if self.loss is None else 0.9 * self.loss + 0.1 * self.last_loss
         if "rgb" in out:
             p = float(psnr(out["rgb"].detach(), batch.image))
@@ -491,6 +588,73 @@ class _ProgressDisplay:
                 self.console.print(f"step {step}/{self.total} {rate:.2f} it/s ETA {left / 60:.1f} min {info}", highlight=False)
                 self.last_line = now
         self.progress.update(self.task, completed=step)
+
+
+class _NoWriter:
+    """TensorBoard's writer on ranks other than 0: they write nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    add_image = add_scalar
+    flush = close = add_scalar
+
+
+def check_batch(method: Method, batch_size: int, world_size: int) -> None:
+    """A clear error for a batch the method cannot train on (``--trainer.batch-size``, ``--gpus``)."""
+    if batch_size < 1:
+        raise ReconError(f"--trainer.batch-size must be at least 1 (got {batch_size})")
+    if batch_size * world_size > 1 and not method.data_parallel:
+        from recon.methods import available_methods
+
+        able = ", ".join(m for m in available_methods() if _method_cls(m).data_parallel)
+        what = f"{world_size} processes" if world_size > 1 else f"--trainer.batch-size {batch_size}"
+        raise ReconError(f"method {method.name!r} trains on one view per step, so it cannot take {what} (data-parallel methods: {able})")
+
+
+def _method_cls(name: str):
+    from recon.methods import get_method
+
+    return get_method(name)
+
+
+def _optimized_parameters(method: Method) -> list[torch.nn.Parameter]:
+    """Every parameter the method's optimizers update, once each, in a fixed order (the same on every rank)."""
+    seen, params = set(), []
+    for name in sorted(method.optimizers()):
+        for group in method.optimizers()[name].param_groups:
+            for p in group["params"]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+class _per_view_random_state:
+    """Context for one view's forward pass in a step of several views: torch's and numpy's global generators
+    seeded from (seed, step, slot) and restored afterwards. Randomness a method draws there then depends on the
+    view's place in the step's batch, not on the process that renders it nor on the other views, so that R
+    processes with batch b train the same model as one with batch R x b. A step of one view is left alone."""
+
+    def __init__(self, seed: int, step: int, slot: int, active: bool, device: torch.device):
+        self.active = active
+        self.key = [seed, step, slot]
+        self.devices = [device] if device.type == "cuda" else []
+
+    def __enter__(self):
+        if self.active:
+            self._fork = torch.random.fork_rng(devices=self.devices)
+            self._fork.__enter__()
+            self._np = np.random.get_state()
+            derived = np.random.SeedSequence(self.key).generate_state(2)
+            torch.manual_seed(int(derived[0]))
+            np.random.seed(int(derived[1]))
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            np.random.set_state(self._np)
+            self._fork.__exit__(*exc)
 
 
 def seed_everything(seed: int) -> None:

@@ -39,6 +39,19 @@ class ViewSource(Protocol):
         ...
 
 
+class Collective(Protocol):
+    """The other training processes of a data-parallel run (``recon train --gpus N``, torchrun), as the trainer
+    hands them to :meth:`Method.combine_outputs`. Every call is collective: each rank must make the same calls, in
+    the same order, with tensors of the same shapes."""
+
+    rank: int
+    world_size: int
+
+    def all_gather(self, tensor: Tensor) -> Tensor:
+        """[R * n, ...] every rank's ``tensor`` [n, ...] concatenated along dim 0 in rank order."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a method offers beyond :meth:`Method.render`, declared once on the class (``capabilities =
@@ -80,6 +93,8 @@ class Batch:
         background: [3] the background ``image`` was composited over.
         time: the frame's time in [0, 1] for dynamic scenes, else None.
         views: the trainer's image source for further training views (None outside a trainer).
+        slot: the view's place in the step's global batch (0 .. batch size x ranks - 1); a method's own per-view
+            randomness is drawn from (step, slot), so that it does not depend on which rank renders the view.
     """
 
     index: int
@@ -90,6 +105,7 @@ class Batch:
     background: Tensor
     time: float | None
     views: ViewSource | None = None
+    slot: int = 0
 
 
 class Method(nn.Module):
@@ -110,6 +126,11 @@ class Method(nn.Module):
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: the built-in demo scene it trains on when no data is given (a key of ``recon.demo.DEMO_SCENES``).
     default_demo: ClassVar[str] = "static"
+    #: whether the method trains on several views per step, split over processes if asked
+    #: (``--trainer.batch-size``, ``recon train --gpus N``, torchrun): it implements :meth:`combine_outputs`, and
+    #: its :meth:`train_step` creates no state from random numbers or from the view it is given (it would differ
+    #: between processes, e.g. a network initialised at a stage switch: switch in :meth:`after_optimizer_step`).
+    data_parallel: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -122,6 +143,8 @@ class Method(nn.Module):
                 what = "declares" if declared else "overrides"
                 missing = f"does not override {flag.name}()" if declared else f"does not declare capabilities.{flag.name}"
                 raise TypeError(f"method class {cls.__name__} {what} {flag.name!r} but {missing}")
+        if cls.data_parallel and cls.combine_outputs is Method.combine_outputs:
+            raise TypeError(f"method class {cls.__name__} declares data_parallel but does not override combine_outputs()")
 
     @classmethod
     def supports(cls, capability: str) -> bool:
@@ -163,6 +186,15 @@ class Method(nn.Module):
 
     def after_optimizer_step(self, step: int, outputs: dict[str, Any]) -> None:
         """Hook after the optimizer step (densification/pruning, learning-rate schedules, stage switches)."""
+
+    def combine_outputs(self, outputs: list[dict[str, Any]], ranks: Collective | None) -> dict[str, Any]:
+        """Data-parallel methods (``data_parallel``): the :meth:`train_step` outputs of this process's views of a
+        step (after their backward passes; the trainer has already summed the parameter gradients over every rank)
+        as the one ``outputs`` dict :meth:`after_optimizer_step` receives. Whatever statistics drive decisions
+        (densification's 2D-gradient statistics) must be gathered here from every rank through ``ranks`` (None
+        in a single process), so that every rank takes the same decisions and keeps identical parameters.
+        Called only when a step has more than one view in all."""
+        raise NotImplementedError(f"method {self.name!r} trains on one view per step")
 
     def setup_notes(self) -> list[str]:
         """Lines ``recon train`` prints after :meth:`setup`: choices the method made from the data (e.g. where it

@@ -8,7 +8,7 @@ sources and fails when the keys it writes or its ``DefaultStrategy`` reads diffe
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -60,16 +60,44 @@ class _GradHolder:
         self.absgrad = absgrad
 
 
-def merge_views(metas: Sequence[dict]) -> dict | None:
+def merge_views(metas: Sequence[dict], gather: Callable[[Tensor], Tensor] | None = None) -> dict | None:
     """The densification statistics of several single-view, unpacked renders (after backward) as one batched
-    render of those views would report them (``n_cameras`` = number of views: a loss that is their mean), or
-    None when a view's 2D means got no gradient."""
-    grads = [m["means2d"].grad for m in metas]
-    if any(g is None for g in grads):
-        return None
+    render of those views would report them (``n_cameras`` = number of views: a loss that is their mean).
+
+    Args:
+        metas: the renders' ``meta`` dicts. A view whose 2D means got no gradient counts with a zero gradient.
+        gather: data-parallel training: ``Collective.all_gather`` (every rank's tensor, concatenated along dim 0 in
+            rank order), so that every rank gets the statistics of the whole step's views, in the order one
+            process with the whole batch would have them.
+
+    Returns:
+        the merged ``meta``, or None when no view (on any rank) got a gradient.
+    """
+    has = [m["means2d"].grad is not None for m in metas]
+    grads = [m["means2d"].grad if h else torch.zeros_like(m["means2d"]) for m, h in zip(metas, has)]
     absgrads = [getattr(m["means2d"], "absgrad", None) for m in metas]
+    with_abs = all(a is not None for a in absgrads)
+    sizes = torch.tensor([[m["width"], m["height"]] for m in metas], dtype=torch.float64)
+    radii = torch.cat([m["radii"] for m in metas], 0)
+    grad = torch.cat(grads, 0)
+    absgrad = torch.cat(absgrads, 0) if with_abs else None
+    any_grad = torch.tensor([float(any(has))])
+    if gather is not None:
+        grad, radii, sizes, any_grad = gather(grad), gather(radii), gather(sizes), gather(any_grad)
+        absgrad = gather(absgrad) if with_abs else None
+    if not bool(any_grad.any()):
+        return None
     merged = dict(metas[0])
-    merged["means2d"] = _GradHolder(torch.cat(grads, 0), torch.cat(absgrads, 0) if all(a is not None for a in absgrads) else None)
-    merged["radii"] = torch.cat([m["radii"] for m in metas], 0)
-    merged["n_cameras"] = len(metas)
+    width, height = float(sizes[0, 0]), float(sizes[0, 1])
+    if bool((sizes != sizes[0]).any()):
+        # The strategy normalises every view's gradient by one width and height: views of other sizes are put
+        # into pixels of a 2 x 2 image first (it multiplies by width / 2 and height / 2).
+        scale = (sizes / 2).to(grad)[:, None, :]
+        grad = grad * scale
+        absgrad = absgrad * scale if absgrad is not None else None
+        width = height = 2
+    merged["means2d"] = _GradHolder(grad, absgrad)
+    merged["radii"] = radii
+    merged["width"], merged["height"] = int(width), int(height)
+    merged["n_cameras"] = int(grad.shape[0])
     return merged

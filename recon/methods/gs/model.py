@@ -13,7 +13,8 @@ from recon.data.scene import SceneData
 from recon.gaussians import GaussianConfig, GaussianModel, focus_box, initial_points, scene_scale_of
 from recon.losses import l1_dssim
 from recon.methods import register
-from recon.methods.base import Batch, Capabilities, Method, MethodConfig
+from recon.methods.base import Batch, Capabilities, Collective, Method, MethodConfig
+from recon.render.gsplat_meta import merge_views
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GaussianSplatting(Method):
     render_outputs = ("rgb", "alpha", "depth")
     export_kinds = ("ply", "splat", "mesh")
     capabilities = Capabilities(gaussians=True)
+    data_parallel = True
 
     def __init__(self, config: GSConfig, scene: SceneData | None, max_steps: int, device):
         super().__init__(config, scene, max_steps, device)
@@ -63,8 +65,14 @@ class GaussianSplatting(Method):
     def before_backward(self, step: int, outputs: dict) -> None:
         self.splats.before_backward(step, outputs["info"])
 
+    def combine_outputs(self, outputs: list[dict], ranks: Collective | None) -> dict:
+        # Densification statistics of every view of the step, on every rank, as one batched render gives them.
+        info = merge_views([o["info"] for o in outputs], gather=None if ranks is None else ranks.all_gather)
+        return {**outputs[0], "info": info}
+
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
-        self.splats.after_optimizer_step(step, outputs["info"])
+        if outputs["info"] is not None:
+            self.splats.after_optimizer_step(step, outputs["info"])
 
     def log_scalars(self) -> dict[str, float]:
         return {"num_gaussians": float(self.splats.num_gaussians)}

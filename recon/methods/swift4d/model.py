@@ -52,7 +52,7 @@ from recon.errors import ReconError
 from recon.gaussians import GaussianModel, focus_box, initial_points, scene_scale_of, set_lr, visible_box
 from recon.losses import l1_dssim
 from recon.methods import register
-from recon.methods.base import Batch, Capabilities, Method, ViewSource
+from recon.methods.base import Batch, Capabilities, Collective, Method, ViewSource
 from recon.methods.swift4d import masks as mk
 from recon.methods.swift4d.config import Stages, Swift4DConfig
 from recon.methods.swift4d.field import DeformationField
@@ -85,6 +85,7 @@ class Swift4D(Method):
     export_kinds = ("ply", "splat", "frames")
     is_dynamic = True
     capabilities = Capabilities(gaussians=True)
+    data_parallel = True
     default_demo = "dynamic"
 
     def __init__(self, config: Swift4DConfig, scene: SceneData | None, max_steps: int, device):
@@ -306,9 +307,10 @@ class Swift4D(Method):
         self.fine_ready.fill_(True)
 
     # ---------------------------------------------------------------- training
-    def _rng(self, step: int) -> np.random.Generator:
-        # Stateless per-step randomness: a resumed run draws the same extra views.
-        return np.random.default_rng([step, 7])
+    def _rng(self, step: int, slot: int = 0) -> np.random.Generator:
+        # Stateless per-step (and, in a batch, per-view) randomness: a resumed run draws the same extra views, and
+        # so does a run whose batch is split over several processes.
+        return np.random.default_rng([step, 7] if slot == 0 else [step, 7, slot])
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         stage = self.stages.at(step)
@@ -324,7 +326,7 @@ class Swift4D(Method):
             k, n = max(step - start, 0), max(self.max_steps - start, 1)
             set_lr(self._field_opt, exponential_decay(k, cfg.field_lr, cfg.field_lr_final, n))
         pool = self.canonical_pool if stage == "canonical" else self.train_pool
-        rng = self._rng(step)
+        rng = self._rng(step, batch.slot)
         window = self.time_window(step) if stage == "fine" else None
         if window is not None:
             # One view of the step shows the window's newest time; the others replay the times learnt.
@@ -423,7 +425,7 @@ class Swift4D(Method):
         k, n = step - self.stages.canonical_end, max(self.stages.dscore_end - self.stages.canonical_end, 1)
         lr = max(self.config.dscore_lr, _DSCORE_REACH / n)
         set_lr(self.splats.optimizers["d"], exponential_decay(k, lr, 0.1 * lr, 10 * n))
-        view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step).choice(self.canonical_pool))
+        view = batch.index if batch.index in self._pool_set("dscore") else int(self._rng(step, batch.slot).choice(self.canonical_pool))
         logits = self._splat_d(self._views.cameras[view], self.splats)
         loss = F.binary_cross_entropy_with_logits(logits, self._change_mask(view, batch.views).float())
         return {"loss": loss, "dscore_bce": loss.detach()}
@@ -456,16 +458,28 @@ class Swift4D(Method):
         for info in outputs.get("infos", ()):
             self.splats.before_backward(step, info)
 
+    def combine_outputs(self, outputs: list[dict], ranks: Collective | None) -> dict:
+        infos = [info for o in outputs for info in o.get("infos", ())]
+        combined = dict(outputs[0])
+        if infos:  # (every rank is in the same stage: all of them gather, or none)
+            combined["infos"] = infos
+            combined["merged_info"] = merge_views(infos, gather=None if ranks is None else ranks.all_gather)
+        return combined
+
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
         stage = self.stages.at(step)
         infos = outputs.get("infos")
         if infos:
             # Densification statistics of all views of the step at once, as one batched gsplat render would give
-            # them (n_cameras = number of views: the loss is their mean).
-            merged = merge_views(infos)
+            # them (n_cameras = number of views: the loss is their mean); several processes' views: already merged.
+            merged = outputs["merged_info"] if "merged_info" in outputs else merge_views(infos)
             if merged is not None:
                 self.splats.after_optimizer_step(step, merged)
         self._infos = []
+        if self.stages.at(step + 1) == "fine" and not bool(self.fine_ready):
+            # Here rather than in the first fine step's train_step: the new field's random initialisation must not
+            # depend on which view of the step (and which process) gets there first.
+            self._start_fine()
         every = int(round(self.config.importance_every * self.max_steps))
         s1 = step + 1
         # (Not with MCMC densification: it recycles dead Gaussians itself, and its state is not per-Gaussian.)

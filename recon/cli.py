@@ -266,6 +266,8 @@ def _train(args, argv: list[str], method_name: str, ranks) -> int:
             raise ReconError(f"--seeds must be at least 1 (got {args.seeds})")
         if args.seeds > 1 and args.viewer:
             raise ReconError("--seeds trains several runs one after another; watch one with --viewer instead")
+        if args.seeds > 1 and ranks is not None:
+            raise ReconError("--seeds trains runs one after another; under torchrun, start one run per seed")
         runs = []
         for seed in range(args.seed, args.seed + args.seeds):
             model = dataclasses.replace(args.model, seed=seed) if "seed" in {f.name for f in dataclasses.fields(args.model)} else args.model

@@ -35,6 +35,11 @@ LAUNCH_DIR_ENV = "RECON_LAUNCH_DIR"
 PEER_LOST = "another training process stopped"
 
 
+#: How long a rank waits in a collective: the others wait this long while rank 0 evaluates the test split alone
+#: (``--trainer.eval-every``). A rank that dies is noticed at once on gloo; on NCCL after this.
+COLLECTIVE_TIMEOUT = _dt.timedelta(minutes=60)
+
+
 def in_distributed_environment() -> bool:
     """Whether this process is a rank of a multi-process run (torchrun's variables, ``WORLD_SIZE`` > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -149,10 +154,10 @@ def from_environment(device: str) -> Ranks | None:
             raise ReconError(f"rank {rank} needs GPU {local_rank} but this machine has {torch.cuda.device_count()}")
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-        dist.init_process_group("nccl", init_method="env://", device_id=dev)
+        dist.init_process_group("nccl", init_method="env://", device_id=dev, timeout=COLLECTIVE_TIMEOUT)
     else:
         dev = torch.device("cpu")
-        dist.init_process_group("gloo", init_method="env://", timeout=_dt.timedelta(minutes=30))
+        dist.init_process_group("gloo", init_method="env://", timeout=COLLECTIVE_TIMEOUT)
     return Ranks(rank, world, local_rank, local_world, dev)
 
 

@@ -19,7 +19,9 @@ import platform
 from pathlib import Path
 
 #: compiled into one extension module; the order is the link order.
-SOURCES = ("raster_cpu.cpp", "project_cpu.cpp", "hashgrid_cpu.cpp")
+SOURCES = ("raster_cpu.cpp", "project_cpu.cpp", "hashgrid_cpu.cpp", "raytrace_cpu.cpp")
+#: headers the sources include (part of the source digest: a change rebuilds).
+HEADERS = ("raytrace_common.h",)
 #: the installed module (``recon.kernels._cpu``) and the run-time build's module name.
 INSTALLED_NAME = "_cpu"
 RUNTIME_NAME = "_cpu_jit"
@@ -40,7 +42,8 @@ def source_paths(root: Path | None = None) -> list[Path]:
 def source_digest(root: Path | None = None) -> str:
     """sha256 over the kernel sources (names and bytes): changes whenever a source does."""
     h = hashlib.sha256()
-    for p in source_paths(root):
+    root_ = source_dir() if root is None else root
+    for p in source_paths(root) + [root_ / name for name in HEADERS]:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

@@ -818,6 +818,12 @@ std::vector<torch::Tensor> hashgrid_bwd(torch::Tensor x, torch::Tensor table, to
                                         torch::Tensor mult, torch::Tensor offsets, torch::Tensor hashed, int64_t mask,
                                         bool need_table, bool need_x);
 
+// raytrace_cpu.cpp
+std::vector<torch::Tensor> raytrace_build(torch::Tensor prim_boxes, int64_t leaf_size);
+std::vector<torch::Tensor> raytrace_trace(torch::Tensor prims, torch::Tensor boxes, torch::Tensor links, torch::Tensor order,
+                                          torch::Tensor origins, torch::Tensor dirs, double alpha_min, double t_min,
+                                          double cutoff, double hit_alpha, bool use_normals);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("project_fwd", &project_fwd, "Fused EWA projection forward (CPU, OpenMP)");
     m.def("project_bwd", &project_bwd, "Fused EWA projection backward (CPU, OpenMP)");
@@ -826,5 +832,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rasterize_bwd", &rasterize_bwd, "Tile rasterization backward (CPU, OpenMP)");
     m.def("hashgrid_fwd", &hashgrid_fwd, "Multi-resolution hash-grid encoding forward (CPU, OpenMP)");
     m.def("hashgrid_bwd", &hashgrid_bwd, "Hash-grid encoding backward: table and input gradients (CPU, OpenMP)");
+    m.def("raytrace_build", &raytrace_build, "Linear BVH over 3-sigma boxes of Gaussians (CPU)");
+    m.def("raytrace_trace", &raytrace_trace, "Transmittance of rays through Gaussians over a BVH (CPU, OpenMP)");
     m.def("num_threads", &n_threads, "Threads the kernels use (torch.get_num_threads())");
 }

@@ -35,7 +35,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 export RECON_KERNEL_ARCH="${RECON_KERNEL_ARCH:-native}"
 # The stamp covers what the install compiles (the kernel sources and their build description), so an edited
 # kernel is rebuilt by the next run of this script.
-stamp_inputs=("$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/cuda/kernel_spec.py" "$REPO"/cuda/*.cpp)
+stamp_inputs=("$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/cuda/kernel_spec.py" "$REPO"/cuda/*.cpp "$REPO"/cuda/*.h)
 stamp="$VENV/.recon-setup-$(cat "${stamp_inputs[@]}" | sha1sum | cut -c1-12)-$EXTRAS-$RECON_KERNEL_ARCH"
 if [ ! -f "$stamp" ]; then
   # CPU torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.

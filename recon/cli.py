@@ -64,6 +64,11 @@ class EvalArgs:
     it (Chamfer-L1, normal consistency, F-score, boundary loops and length; README, "Geometry metrics"). The
     results go into the eval JSON under "geometry". ``gt:NAME`` takes a mesh the data ships as ground truth
     (demo:solids: ``gt:objects_mesh``, the solids without their ground)."""
+    materials: bool = False
+    """Also score the run's material outputs (base_color, roughness, metallic, normal) against the data's per-view
+    ground truth (<image>_gt.npz beside each image, e.g. pbr_blender_trio): albedo PSNR after per-channel scale
+    alignment, roughness and metallic MAE, normal angle, per-object metallic (protocol: README, "Material
+    metrics"). Results under "materials" in the eval JSON; prediction/GT panels in RUN/renders/materials-<split>/."""
     mesh_points: int = 200_000
     """With --mesh: points sampled uniformly over the area of each mesh."""
     fscore_threshold: float = 0.01
@@ -323,8 +328,13 @@ def cmd_eval(argv: list[str]) -> int:
     run = load_run(args.run, device=args.device, data_override=args.data)
     if from_data:
         gt_mesh = ground_truth_mesh(run.scene, str(args.mesh)[3:])
-    # Geometry first: a method without a mesh of its own fails before the images are rendered.
+    # Geometry and materials first: a method without a mesh or materials fails before the images are rendered.
     geometry = None if gt_mesh is None else evaluate_geometry(run.method, run.transform, gt_mesh, args.mesh_points, args.fscore_threshold)
+    materials = None
+    if args.materials:
+        from recon.eval.materials import evaluate_materials
+
+        materials = evaluate_materials(run.method, run.scene, run.transform, args.split, out_dir=run.run_dir / "renders" / f"materials-{args.split}")
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
                        with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
     metrics["step"] = run.step
@@ -332,6 +342,8 @@ def cmd_eval(argv: list[str]) -> int:
         metrics["num_primitives"] = len(run.method.primitives()["blocks"])
     if geometry is not None:
         metrics["geometry"] = {"gt_mesh": str(args.mesh) if from_data else str(args.mesh.resolve()), **geometry}
+    if materials is not None:
+        metrics["materials"] = materials
     write_metrics(metrics, run.run_dir / f"eval-{args.split}.json")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items()}, indent=2))
@@ -371,7 +383,26 @@ def cmd_eval(argv: list[str]) -> int:
                 stdout.print(metrics[note], highlight=False, soft_wrap=True, markup=False)
         if geometry is not None:
             _print_geometry(metrics["geometry"])
+        if materials is not None:
+            _print_materials(materials)
     return 0
+
+
+def _print_materials(m: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"materials ({m['split']}, {m['num_images']} views; albedo aligned by {', '.join(f'{x:.3f}' for x in m['albedo_scale'])})")
+    for name in ("albedo psnr (sRGB)", "albedo psnr (linear)", "roughness mae", "metallic mae", "normal angle (deg)"):
+        table.add_column(name)
+    table.add_row(*(_cell(m[k]) for k in ("albedo_psnr", "albedo_psnr_linear", "roughness_mae", "metallic_mae", "normal_angle_deg")))
+    stdout.print(table)
+    if m["per_object"]:
+        objects = Table(title="per object")
+        for name in ("object", "metallic", "gt metallic", "roughness", "gt roughness"):
+            objects.add_column(name)
+        for r in m["per_object"]:
+            objects.add_row(r.get("name", str(r["objindex"])), *(_cell(r[k]) for k in ("pred_metallic", "gt_metallic", "pred_roughness", "gt_roughness")))
+        stdout.print(objects)
 
 
 def _print_geometry(g: dict) -> None:

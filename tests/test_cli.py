@@ -304,6 +304,7 @@ def test_eval_mesh_errors_are_one_line(trained_run, sphere_run, tmp_path):
         ([sphere_run[0], "--mesh", tmp_path / "empty.obj"], "empty.obj: the file holds no triangles with area"),
         ([trained_run, "--mesh", sphere], "method 'gs' has no mesh of its own"),
         ([trained_run, "--mesh", "gt:no_such_mesh"], "no ground-truth mesh 'no_such_mesh' in this data (it has: "),
+        ([trained_run, "--materials"], "method 'gs' renders no base_color, roughness, metallic, normal: --materials scores"),
     ]
     for args, needle in cases:
         r = run(["eval", *args, "--lpips", "none"])

@@ -115,7 +115,10 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_cls: ClassVar[type] = MethodConfig
-    #: output names :meth:`render` can produce (the viewer offers these).
+    #: output names :meth:`render` can produce (the viewer offers these). Names with a shared meaning: ``rgb``
+    #: [H, W, 3] sRGB in [0, 1]; ``alpha``, ``depth`` [H, W, 1]; ``normal`` [H, W, 3] unit world normals, signed,
+    #: in the normalised frame (0 where empty); ``base_color`` [H, W, 3] linear in [0, 1], ``roughness``,
+    #: ``metallic`` [H, W, 1] (``recon eval --materials`` scores these four against ground truth).
     render_outputs: ClassVar[tuple[str, ...]] = ("rgb",)
     #: export kinds, names from the registry in :mod:`recon.export.kinds` (``ply``, ``splat``, ``mesh``,
     #: ``mesh-pbr``, ``frames``); a test checks each against the registry and the capabilities it needs.

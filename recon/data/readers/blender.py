@@ -30,6 +30,13 @@ def split_file(root: Path, split: str) -> Path:
     return root / f"transforms_{split}.json"
 
 
+def split_names(root: Path) -> list[str]:
+    """train, val, test, then any other ``transforms_<name>.json`` as split ``<name>`` (e.g. relit test views,
+    ``transforms_test_relight_city.json``), sorted."""
+    extra = sorted(p.stem[len("transforms_"):] for p in root.glob("transforms_*.json") if p.stem[len("transforms_"):] not in SPLIT_FILES)
+    return list(SPLIT_FILES) + [name for name in extra if name]
+
+
 def frames_have_time(path: Path) -> bool:
     """Whether ``transforms_train.json`` under ``path`` has per-frame ``time`` (then it is D-NeRF)."""
     root = path.parent if path.is_file() else path
@@ -60,7 +67,7 @@ def load_blender(path: Path, opts: LoadOptions, *, dynamic: bool) -> SceneData:
 
     c2ws, cams, paths, times = [], [], [], []
     splits: dict[str, np.ndarray] = {}
-    for split in SPLIT_FILES:
+    for split in split_names(root):
         json_path = split_file(root, split)
         if not json_path.is_file():
             continue

@@ -235,7 +235,7 @@ class BlocksWorld(Method):
         return {k: res[k] for k in outputs if k in res}
 
     def _normals(self, out: dict) -> Tensor:
-        """[H, W, 3] world normals of the front-most block surface (0 elsewhere), mapped to [0, 1] for display."""
+        """[H, W, 3] unit world normals (signed, normalised frame) of the front-most block surface, 0 elsewhere."""
         frags = out["frags"]
         H, W = out["rgb"].shape[1:3]
         if frags is None:
@@ -243,7 +243,7 @@ class BlocksWorld(Method):
         v, f = out["verts"], out["faces"]
         fn = F.normalize(torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=-1), dim=-1)
         tri = frags.tri_id[0, ..., 0]
-        return torch.where((tri >= 0)[..., None], fn[tri.clamp_min(0)] * 0.5 + 0.5, torch.zeros(H, W, 3, device=self.device_))
+        return torch.where((tri >= 0)[..., None], fn[tri.clamp_min(0)], torch.zeros(H, W, 3, device=self.device_))
 
     def viewer_options(self) -> list[dict]:
         """One checkbox per surviving block (its colour in the ``blocks`` output is ``PALETTE[i % 10]``)."""

@@ -64,6 +64,11 @@ class EvalArgs:
     it (Chamfer-L1, normal consistency, F-score, boundary loops and length; README, "Geometry metrics"). The
     results go into the eval JSON under "geometry". ``gt:NAME`` takes a mesh the data ships as ground truth
     (demo:solids: ``gt:objects_mesh``, the solids without their ground)."""
+    env: Optional[Path] = None
+    """Relight the run under this environment map (equirect .hdr, or .exr where a plugin reads it; in the data's
+    frame, +Z up) and score the split against it, e.g. --split test_relight_city --env DIR/envmaps/city.hdr
+    (methods with the relight capability). With --materials, the base colour is first scaled by the albedo
+    alignment found on the split's ground truth (README, "Material metrics")."""
     materials: bool = False
     """Also score the run's material outputs (base_color, roughness, metallic, normal) against the data's per-view
     ground truth (<image>_gt.npz beside each image, e.g. pbr_blender_trio): albedo PSNR after per-channel scale
@@ -325,6 +330,10 @@ def cmd_eval(argv: list[str]) -> int:
     from_data = args.mesh is not None and str(args.mesh).startswith("gt:")
     # a bad file is reported before the run is loaded
     gt_mesh = None if args.mesh is None or from_data else read_mesh(args.mesh)
+    if args.env is not None:
+        from recon.render.envmap import read_envmap
+
+        env_map = read_envmap(args.env)
     run = load_run(args.run, device=args.device, data_override=args.data)
     if from_data:
         gt_mesh = ground_truth_mesh(run.scene, str(args.mesh)[3:])
@@ -335,8 +344,23 @@ def cmd_eval(argv: list[str]) -> int:
         from recon.eval.materials import evaluate_materials
 
         materials = evaluate_materials(run.method, run.scene, run.transform, args.split, out_dir=run.run_dir / "renders" / f"materials-{args.split}")
+    envmap = to_env = None
+    if args.env is not None:
+        import numpy as np
+        import torch
+
+        envmap = env_map.to(run.method.device_)
+        # map frame = data frame: directions of the normalised frame go back through the normalisation's rotation
+        to_env = torch.as_tensor(np.asarray(run.transform.rotation, dtype=np.float32)).T.contiguous().to(run.method.device_)
+    # relit with --materials: the base colour scaled by the albedo alignment found on this split's GT first
+    scale = materials["albedo_scale"] if materials is not None and envmap is not None else None
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,
-                       with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region)  # fmt: skip
+                       with_lpips=args.lpips != "none", lpips_net=args.lpips, dynamic_region=args.dynamic_region, envmap=envmap, to_env=to_env,
+                       albedo_scale=scale)  # fmt: skip
+    if scale is not None:
+        metrics["relit_albedo_scale"] = scale
+    if args.env is not None:
+        metrics["envmap"] = str(Path(args.env).resolve())
     metrics["step"] = run.step
     if run.method.capabilities.primitives:  # Blocks World's #P: the parts that survive (opacity >= 0.5)
         metrics["num_primitives"] = len(run.method.primitives()["blocks"])

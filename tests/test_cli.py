@@ -298,6 +298,9 @@ def test_eval_mesh_errors_are_one_line(trained_run, sphere_run, tmp_path):
     (tmp_path / "empty.obj").write_text("# nothing\n")
     sphere = tmp_path / "sphere.ply"
     __import__("trimesh").creation.icosphere(subdivisions=1).export(sphere)
+    from recon.render.envmap import write_envmap
+
+    env = write_envmap(tmp_path / "sky.hdr", __import__("numpy").ones((8, 16, 3), dtype="float32"))
     cases = [
         ([sphere_run[0], "--mesh", tmp_path / "missing.ply"], f"{tmp_path / 'missing.ply'}: mesh file does not exist"),
         ([sphere_run[0], "--mesh", bad], f"{bad}: cannot read a mesh from it (ValueError"),
@@ -305,6 +308,8 @@ def test_eval_mesh_errors_are_one_line(trained_run, sphere_run, tmp_path):
         ([trained_run, "--mesh", sphere], "method 'gs' has no mesh of its own"),
         ([trained_run, "--mesh", "gt:no_such_mesh"], "no ground-truth mesh 'no_such_mesh' in this data (it has: "),
         ([trained_run, "--materials"], "method 'gs' renders no base_color, roughness, metallic, normal: --materials scores"),
+        ([trained_run, "--env", tmp_path / "missing.hdr"], f"{tmp_path / 'missing.hdr'}: environment map not found"),
+        ([trained_run, "--env", env], "method 'gs' cannot relight: --env needs a method with the relight capability"),
     ]
     for args, needle in cases:
         r = run(["eval", *args, "--lpips", "none"])

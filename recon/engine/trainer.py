@@ -465,7 +465,9 @@ class Trainer:
         cam = self.loader.cameras[index]
         t = None if cam.times is None else float(cam.times[0])
         with torch.no_grad():
-            out = self.method.render(cam, time=t, outputs=("rgb",))
+            # over the data's background, as the evaluation renders and as image_rgb composites RGBA data
+            bg = torch.tensor(self.scene.background, dtype=torch.float32, device=self.method.device_)
+            out = self.method.render(cam, time=t, outputs=("rgb",), background=bg)
             pred = out["rgb"].clamp(0, 1)
             gt = torch.from_numpy(self.scene.image_rgb(index)).to(pred)
             view = {"psnr": float(psnr(pred, gt)), "ssim": float(ssim(pred, gt))}

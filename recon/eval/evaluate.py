@@ -32,9 +32,12 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def evaluate(
     method, scene: SceneData, split: str = "test", out_dir: Path | None = None, console: Console | None = None, with_lpips: bool = True, lpips_net: str = "alex",
-    dynamic_region: str = "auto",
+    dynamic_region: str = "auto", envmap: torch.Tensor | None = None, to_env: torch.Tensor | None = None, albedo_scale=None,
 ) -> dict:
     """Render every frame of ``split`` and compare with the images (RGBA composited over the scene background).
+    With ``envmap`` [He, We, 3] (linear lat-long; ``to_env`` [3, 3]: normalised frame -> map frame) the frames are
+    relit under it (:meth:`~recon.methods.base.Method.relight`, with ``albedo_scale`` [3] if given) instead of
+    rendered.
 
     Args:
         with_lpips: compute LPIPS (with the ``lpips_net`` backbone: ``alex`` or ``vgg``).
@@ -47,6 +50,8 @@ def evaluate(
         region: ``{psnr,ssim}_{dynamic,static}``, ``dynamic_share``, ``dynamic_region_source`` and the same per time
         (``per_time_psnr_dynamic`` ...) and per image; a dynamic scene without one gets ``dynamic_region_note``.
     """
+    if envmap is not None and not method.supports("relight"):
+        raise ReconError(f"method {method.name!r} cannot relight: --env needs a method with the relight capability")
     if dynamic_region not in ("auto", "on", "off"):
         raise ReconError(f"dynamic_region must be auto, on or off (got {dynamic_region!r})")
     console = console or Console(stderr=True)
@@ -72,7 +77,10 @@ def evaluate(
             i = int(i)
             cam = cams[i]
             t = None if cam.times is None else float(cam.times[0])
-            out = method.render(cam, time=t, outputs=("rgb",), background=bg)
+            if envmap is None:
+                out = method.render(cam, time=t, outputs=("rgb",), background=bg)
+            else:
+                out = method.relight(cam, envmap, to_env=to_env, time=t, outputs=("rgb",), background=bg, albedo_scale=albedo_scale)
             pred = out["rgb"].clamp(0, 1).float()
             gt = torch.from_numpy(scene.image_rgb(i)).to(pred)
             row = {"index": i, "image": scene.describe_image(i), "psnr": float(psnr(pred, gt)), "ssim": float(ssim(pred, gt))}

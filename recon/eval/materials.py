@@ -117,6 +117,8 @@ def evaluate_materials(method, scene, transform, split: str = "test", out_dir: P
         rows.append(row)
         if gt["objindex"] is not None:
             for obj in np.unique(gt["objindex"][mask]):
+                if obj == 0:  # background id on silhouette pixels inside the mask
+                    continue
                 sel = mask & (gt["objindex"] == obj)
                 acc = per_object.setdefault(int(obj), {"pred_metallic": [], "gt_metallic": [], "pred_roughness": [], "gt_roughness": []})
                 for name, arr in (("pred_metallic", pred["metallic"][..., 0]), ("gt_metallic", gt["metallic"]),

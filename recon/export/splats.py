@@ -33,6 +33,8 @@ def splats_to_data_frame(splats: dict[str, Tensor], transform: SceneTransform) -
     out["scales"] = out["scales"] - float(np.log(transform.scale))
     if not np.allclose(transform.rotation, np.eye(3)):
         r_inv = transform.rotation.T  # normalised -> data rotation
+        if "normals" in out:
+            out["normals"] = out["normals"] @ torch.as_tensor(r_inv, dtype=torch.float32).T
         q = torch.as_tensor(rotmat_to_quat(r_inv), dtype=torch.float32)
         out["quats"] = quat_multiply(q.expand_as(out["quats"]), out["quats"])
         sh = torch.cat([out["sh0"], out["shN"]], 1)  # [N, K, 3]
@@ -43,22 +45,33 @@ def splats_to_data_frame(splats: dict[str, Tensor], transform: SceneTransform) -
     return out
 
 
+#: The Gaussian entries every 3DGS PLY has; a method's other per-Gaussian entries become extra properties.
+STANDARD_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
+
+
 def write_ply(splats: dict[str, Tensor], path: Path) -> Path:
     """Write Gaussians (pre-activation values, see module docstring) as a standard 3DGS PLY; non-finite rows are
-    dropped. Returns the path."""
+    dropped. Returns the path. ``normals`` [N, 3], when given, fill the layout's ``nx ny nz`` (zeros otherwise);
+    any other entry [N] or [N, C] (e.g. R3DG's ``base_color``, ``roughness``, ``metallic``) is appended as float
+    properties ``<name>`` or ``<name>_0 .. <name>_{C-1}``, which standard 3DGS viewers ignore."""
     from plyfile import PlyData, PlyElement
 
     means = splats["means"].numpy()
     n = means.shape[0]
     sh0 = splats["sh0"].reshape(n, 3).numpy()
     shN = splats["shN"].transpose(1, 2).reshape(n, -1).numpy()  # [N, 3*(K-1)] channel-major
-    cols = [means, np.zeros((n, 3), np.float32), sh0, shN, splats["opacities"].reshape(n, 1).numpy(), splats["scales"].numpy(), splats["quats"].numpy()]
-    data = np.concatenate(cols, 1).astype(np.float32)
-    keep = np.isfinite(data).all(1)
-    data = data[keep]
+    normals = splats["normals"].reshape(n, 3).numpy() if "normals" in splats else np.zeros((n, 3), np.float32)
+    cols = [means, normals, sh0, shN, splats["opacities"].reshape(n, 1).numpy(), splats["scales"].numpy(), splats["quats"].numpy()]
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(shN.shape[1])]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    for key in sorted(k for k in splats if k not in STANDARD_KEYS and k != "normals"):
+        extra = splats[key].reshape(n, -1).numpy()
+        cols.append(extra)
+        names += [key] if extra.shape[1] == 1 else [f"{key}_{i}" for i in range(extra.shape[1])]
+    data = np.concatenate(cols, 1).astype(np.float32)
+    keep = np.isfinite(data).all(1)
+    data = data[keep]
     arr = np.empty(len(data), dtype=[(nm, "<f4") for nm in names])
     for i, nm in enumerate(names):
         arr[nm] = data[:, i]

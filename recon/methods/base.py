@@ -218,7 +218,9 @@ class Method(nn.Module):
     def gaussians(self, time: float | None = None) -> dict[str, Tensor]:
         """The 3D Gaussians at ``time`` (None: static, or the canonical frame), detached, in the normalised frame,
         pre-activation with gsplat's names: ``means`` [N, 3], ``scales`` [N, 3] (log), ``quats`` [N, 4] (wxyz,
-        unnormalised), ``opacities`` [N] (logit), ``sh0`` [N, 1, 3], ``shN`` [N, K, 3]. Capability ``gaussians``."""
+        unnormalised), ``opacities`` [N] (logit), ``sh0`` [N, 1, 3], ``shN`` [N, K, 3]; optionally ``normals`` [N, 3]
+        and other per-Gaussian entries [N] / [N, C] (materials), which the PLY export writes as extra properties.
+        Capability ``gaussians``."""
         raise NotImplementedError(f"method {self.name!r} has no Gaussians")
 
     def mesh(self, time: float | None = None) -> "trimesh.Trimesh":
@@ -234,10 +236,13 @@ class Method(nn.Module):
         raise NotImplementedError(f"method {self.name!r} has no materials")
 
     @torch.no_grad()
-    def relight(self, camera: Cameras, envmap: Tensor, to_env: Tensor | None = None, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None) -> dict[str, Tensor]:
+    def relight(self, camera: Cameras, envmap: Tensor, to_env: Tensor | None = None, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None,
+                albedo_scale: Tensor | None = None) -> dict[str, Tensor]:  # fmt: skip
         """Render ``camera`` lit by ``envmap`` [He, We, 3] (linear radiance, lat-long as in
         :mod:`recon.render.envmap`; ``to_env`` [3, 3] rotates normalised-frame directions into the map's frame).
-        Returns outputs as :meth:`render` does (``rgb`` [H, W, 3] sRGB in [0, 1]). Capability ``relight``."""
+        ``albedo_scale`` [3] multiplies the base colour (the per-channel factor of ``recon eval --materials``, which
+        settles the light / albedo ambiguity before relighting under a known map). Returns outputs as
+        :meth:`render` does (``rgb`` [H, W, 3] sRGB in [0, 1]). Capability ``relight``."""
         raise NotImplementedError(f"method {self.name!r} cannot relight")
 
     def primitives(self) -> dict:

@@ -115,6 +115,11 @@ class RenderArgs:
     the run's data frame."""
     progress: Literal["bar", "lines"] = "bar"
     """Progress display: a bar with ETA, or one plain line per frame (for logs)."""
+    env: Optional[Path] = None
+    """Relight under this environment map (equirect .hdr, or .exr where a plugin reads it; the data's frame, +Z up):
+    methods with the relight capability (r3dg). Frames go to RUN/renders/<name>-<map name>/."""
+    env_rotation: float = 0.0
+    """With --env: turn the map by this many degrees about its up axis."""
     device: str = "auto"
 
 
@@ -467,10 +472,16 @@ def cmd_render(argv: list[str]) -> int:
         from recon.camera_path import read_camera_path
 
         read_camera_path(args.camera_path)  # a bad file is reported before the run is loaded
+    envmap = None
+    if args.env is not None:
+        from recon.render.envmap import read_envmap
+
+        envmap = read_envmap(args.env)
     run = load_run(args.run, device=args.device)
     out = render_run(run, split=args.split, path=args.path, frames=args.frames, time_sweep=args.time_sweep, output=args.output,
                      outputs=args.outputs, fps=args.fps, console=console, camera_path=args.camera_path, resolution=args.resolution,
-                     seconds=args.seconds, png=args.png, transform=args.transform, progress=args.progress)
+                     seconds=args.seconds, png=args.png, transform=args.transform, progress=args.progress, envmap=envmap,
+                     env_rotation=args.env_rotation, env_name=args.env.stem if args.env is not None else "env")  # fmt: skip
     print(out)
     return 0
 

@@ -7,6 +7,8 @@ path rendered by the same loop; split views and the orbit keep writing PNGs and 
 
 from __future__ import annotations
 
+import math
+
 import sys
 import time as _time
 from dataclasses import replace
@@ -100,13 +102,14 @@ class _Ticker:
 
 @torch.no_grad()
 def render_frames(method, cams: Cameras, times, outputs, background: torch.Tensor, folder: Path, *, fps: float,
-                  png: bool, combined: str | None, console: Console, label: str, progress: str = "bar") -> int:
+                  png: bool, combined: str | None, console: Console, label: str, progress: str = "bar", render_fn=None) -> int:
     """Render every camera of ``cams`` (at ``times[i]``) and write the frames.
 
     Args:
         cams: N cameras on the method's device.
         times: N scene times (None entries for static scenes).
         png: write ``folder/<output>/<i>.png``.
+        render_fn: ``(camera, time, outputs, background) -> outputs`` instead of ``method.render`` (relighting).
         combined: write one MP4 ``folder/<combined>.mp4`` with the outputs side by side; None: one MP4 per output
             (``folder/<output>.mp4``; only when there are at least two frames).
 
@@ -124,7 +127,10 @@ def render_frames(method, cams: Cameras, times, outputs, background: torch.Tenso
         with _Ticker(console, n, f"render {label}", progress) as ticker:
             for i in range(n):
                 t = None if times[i] is None else float(times[i])
-                out = method.render(cams[i], time=t, outputs=want, background=background)
+                if render_fn is None:
+                    out = method.render(cams[i], time=t, outputs=want, background=background)
+                else:
+                    out = render_fn(cams[i], t, want, background)
                 imgs = [_to_rgb(o, out[o], out.get("alpha")).cpu() for o in outputs]
                 for o, img in zip(outputs, imgs):
                     if png:
@@ -143,10 +149,24 @@ def render_frames(method, cams: Cameras, times, outputs, background: torch.Tenso
 def render_run(run, split: str | None = None, path: str | None = None, frames: int = 60, time_sweep: bool = False, output: Path | None = None,
                outputs=("rgb",), fps: float | None = None, console: Console | None = None, camera_path: Path | None = None,
                resolution: tuple[int, int] | None = None, seconds: float | None = None, png: bool = False,
-               transform: Path | None = None, progress: str = "bar") -> Path:
-    """Render and write images; returns the output folder."""
+               transform: Path | None = None, progress: str = "bar", envmap: torch.Tensor | None = None, env_rotation: float = 0.0,
+               env_name: str = "env") -> Path:  # fmt: skip
+    """Render and write images; returns the output folder. With ``envmap`` [He, We, 3] (linear lat-long in the data's
+    frame, +Z up) the frames are relit under it, turned by ``env_rotation`` degrees about its up axis (methods with
+    the relight capability); the folder name gets ``-<env_name>``."""
     console = console or Console(stderr=True)
     method = run.method
+    render_fn = None
+    if envmap is not None:
+        if not method.supports("relight"):
+            raise ReconError(f"method {method.name!r} cannot relight: --env needs a method with the relight capability")
+        c, s_ = math.cos(math.radians(env_rotation)), math.sin(math.radians(env_rotation))
+        spin = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+        to_env = (spin @ torch.as_tensor(np.asarray(run.transform.rotation, dtype=np.float32)).T).to(method.device_)
+        env = envmap.to(method.device_).float()
+
+        def render_fn(cam, t, outs, background):
+            return method.relight(cam, env, to_env=to_env, time=t, outputs=outs, background=background)
     bad = [o for o in outputs if o not in method.render_outputs]
     if bad:
         raise ReconError(f"method {method.name!r} cannot render {bad} (it offers: {', '.join(method.render_outputs)})")
@@ -191,8 +211,11 @@ def render_run(run, split: str | None = None, path: str | None = None, frames: i
         times = [None] * len(idx) if cams.times is None else [float(t) for t in cams.times]
         name = split
         png = True
+    if envmap is not None:
+        name = f"{name}-{env_name}"
     folder = Path(output) if output else run.run_dir / "renders" / name
-    n = render_frames(method, cams, times, outputs, bg, folder, fps=float(fps or 24), png=png, combined=combined, console=console, label=name, progress=progress)
+    n = render_frames(method, cams, times, outputs, bg, folder, fps=float(fps or 24), png=png, combined=combined, console=console, label=name,
+                      progress=progress, render_fn=render_fn)  # fmt: skip
     what = f"{folder / combined}.mp4 ({', '.join(outputs)} side by side)" if combined else str(folder)
     console.print(f"recon: wrote {n} frames × {len(outputs)} outputs to {what}", highlight=False, markup=False)
     return folder

@@ -177,3 +177,21 @@ def test_cli_train_relight_render_and_relit_eval(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = __import__("json").loads(r.stdout)
     assert out["envmap"].endswith("sky.hdr") and math.isfinite(out["psnr"])
+
+
+def test_viewer_environment_controls_relight_without_retracing():
+    method, scene, trainer = _trained(steps=8)
+    trainer.train()
+    names = [o["name"] for o in method.viewer_options()]
+    assert names == ["environment", "env_file", "env_rotation"]
+    cam = scene.cameras[int(scene.split("test")[0]) : int(scene.split("test")[0]) + 1]
+    learnt = method.render(cam)["rgb"]
+    sun = method.render(cam, environment="procedural sun")["rgb"]
+    turned = method.render(cam, environment="procedural sun", env_rotation=120.0)["rgb"]
+    assert not torch.equal(learnt, sun) and not torch.equal(sun, turned)
+    import pytest
+
+    from recon.errors import ReconError
+
+    with pytest.raises(ReconError, match="environment map not found"):
+        method.render(cam, environment="file", env_file="/nonexistent/sky.hdr")

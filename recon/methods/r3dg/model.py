@@ -15,6 +15,7 @@ and the radiance image both meet the photo, with the white-light prior and the e
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from recon.cameras import Cameras
 from recon.color import linear_to_srgb
 from recon.data.scene import SceneData
+from recon.errors import ReconError
 from recon.gaussians import GaussianModel, focus_box, initial_points, scene_scale_of
 from recon.gaussians.params import set_lr
 from recon.losses import l1_dssim
@@ -35,6 +37,8 @@ from recon.render.raytrace import build_bvh, hemisphere_directions, trace_gaussi
 from recon.render.sh import eval_sh
 
 GEOMETRY = ("means", "scales", "quats", "opacities", "normal")
+#: The viewer's environment choices: the learnt map, recon's procedural skies (variant numbers), or a file.
+ENVIRONMENTS = {"learnt": None, "procedural sun": 0, "procedural sunset": 1, "file": None}
 
 
 def _inverse_softplus(x: float) -> float:
@@ -269,8 +273,44 @@ class RelightableGaussians(Method):
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
-    def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None, **options) -> dict[str, Tensor]:
-        return self._render(camera, outputs, background, self.envmap(), local=True, to_env=None)
+    def render(self, camera: Cameras, time: float | None = None, outputs: Sequence[str] = ("rgb",), background: Tensor | None = None,
+               environment: str = "learnt", env_file: str = "", env_rotation: float = 0.0, **options) -> dict[str, Tensor]:  # fmt: skip
+        """Outputs under the learnt light, or (the viewer's controls, :meth:`viewer_options`) relit under a bundled
+        or file environment map turned by ``env_rotation`` degrees about +Z: re-shading only, no re-tracing."""
+        spin = None
+        if env_rotation:
+            c, s_ = math.cos(math.radians(env_rotation)), math.sin(math.radians(env_rotation))
+            spin = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], device=self.device_)
+        if environment == "learnt":
+            return self._render(camera, outputs, background, self.envmap(), local=True, to_env=spin)
+        return self._render(camera, outputs, background, self._viewer_env(environment, env_file), local=False, to_env=spin)
+
+    def viewer_options(self) -> list[dict]:
+        return [
+            {"name": "environment", "kind": "dropdown", "choices": list(ENVIRONMENTS), "default": "learnt", "label": "environment",
+             "hint": "relight: the learnt map, a bundled procedural sky, or the .hdr file below"},
+            {"name": "env_file", "kind": "text", "default": "", "label": "map file (.hdr)"},
+            {"name": "env_rotation", "kind": "slider", "min": 0.0, "max": 360.0, "step": 1.0, "default": 0.0, "label": "rotation (deg)"},
+        ]  # fmt: skip
+
+    def _viewer_env(self, environment: str, env_file: str) -> Tensor:
+        """The environment map a viewer choice names (cached: one file read, one procedural map)."""
+        key = (environment, env_file if environment == "file" else "")
+        cache = self.__dict__.setdefault("_env_cache", {})
+        if key not in cache:
+            if environment == "file":
+                from recon.render.envmap import read_envmap
+
+                env = read_envmap(Path(env_file).expanduser())
+            elif environment in ENVIRONMENTS and environment != "learnt":
+                from recon.demo.pbr_scene import procedural_envmap
+
+                env = procedural_envmap(64, ENVIRONMENTS[environment])
+            else:
+                raise ReconError(f"unknown environment {environment!r} (choices: {', '.join(ENVIRONMENTS)})")
+            cache.clear()
+            cache[key] = env.float().to(self.device_)
+        return cache[key]
 
     @torch.no_grad()
     def relight(self, camera: Cameras, envmap: Tensor, to_env: Tensor | None = None, time: float | None = None, outputs: Sequence[str] = ("rgb",),

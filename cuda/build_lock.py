@@ -9,6 +9,7 @@ purpose into the file, so a process that has to wait can say what it is waiting 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -85,3 +86,25 @@ class BuildLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def announced_build(lock_path: str | Path, what: str, built: bool, folder: str | Path, ninja: str | None,
+                    say: Callable[[str], None], expected: str = ""):  # fmt: skip
+    """Context for a JIT build of ``what`` into ``folder`` (gsplat's CUDA kernels, recon's CUDA tracer): holds the
+    :class:`BuildLock` at ``lock_path``, puts ``ninja`` (this environment's, when given) first on PATH for the
+    block and restores PATH after, and, when the module was not ``built`` yet, says that it compiles (``expected``:
+    e.g. ", ~90 s") and how long it took."""
+    old_path = os.environ.get("PATH", "")
+    t0 = time.monotonic()
+    with BuildLock(lock_path, purpose=f"compiling {what}", say=say):
+        if not built:
+            say(f"recon: compiling {what} (first use with this torch/CUDA{expected}) into {folder}…")
+        if ninja is not None:
+            os.environ["PATH"] = ninja + os.pathsep + old_path
+        try:
+            yield
+        finally:
+            os.environ["PATH"] = old_path
+    if not built:
+        say(f"recon: compiled {what} in {time.monotonic() - t0:.0f} s")

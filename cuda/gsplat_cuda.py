@@ -21,13 +21,12 @@ import importlib
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
 from recon.kernels import kernel_spec
 from recon.kernels.build import cache_dir
-from recon.kernels.build_lock import BuildLock
+from recon.kernels.build_lock import announced_build
 
 _DONE = False
 _GUARD = threading.Lock()
@@ -78,20 +77,8 @@ def ensure_built(import_backend: Callable[[], None] = _import_backend, say: Call
         root.mkdir(parents=True, exist_ok=True)
         os.environ["TORCH_EXTENSIONS_DIR"] = str(root)
         built = (root / _MODULE / f"{_MODULE}.so").is_file()
-        old_path = os.environ.get("PATH", "")
-        ninja = kernel_spec.ninja_dir()
-        t0 = time.monotonic()
-        with BuildLock(root.with_name(root.name + ".lock"), purpose="compiling gsplat's CUDA kernels", say=say):
-            if not built:
-                say(f"recon: compiling gsplat's CUDA kernels (first use with this torch/CUDA, ~90 s) into {root}…")
-            if ninja is not None:
-                os.environ["PATH"] = ninja + os.pathsep + old_path
-            try:
-                import_backend()
-            finally:
-                os.environ["PATH"] = old_path
-        if not built:
-            say(f"recon: compiled gsplat's CUDA kernels in {time.monotonic() - t0:.0f} s")
+        with announced_build(root.with_name(root.name + ".lock"), "gsplat's CUDA kernels", built, root, kernel_spec.ninja_dir(), say, expected=", ~90 s"):
+            import_backend()
         _DONE = True
 
 

@@ -8,16 +8,14 @@ this environment's ninja first on PATH, and announced.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import threading
-import time
 from pathlib import Path
 from types import ModuleType
 
 from recon.kernels import kernel_spec
 from recon.kernels.build import cache_dir
-from recon.kernels.build_lock import BuildLock
+from recon.kernels.build_lock import announced_build
 
 _SOURCES = ("raytrace_cuda.cu", "raytrace_common.h")
 _GUARD = threading.Lock()
@@ -49,20 +47,8 @@ def load_cuda_tracer(say=None) -> ModuleType:
         folder = build_dir()
         folder.mkdir(parents=True, exist_ok=True)
         built = any(folder.glob("recon_raytrace_cuda*.so"))
-        old_path = os.environ.get("PATH", "")
-        ninja = kernel_spec.ninja_dir()
-        t0 = time.monotonic()
-        with BuildLock(folder.with_name(folder.name + ".lock"), purpose="compiling recon's CUDA ray tracer", say=say):
-            if not built:
-                say(f"recon: compiling the CUDA Gaussian ray tracer (first use with this torch/CUDA) into {folder}…")
-            if ninja is not None:
-                os.environ["PATH"] = ninja + os.pathsep + old_path
-            try:
-                _MODULE = load(name="recon_raytrace_cuda", sources=[str(kernel_spec.source_dir() / "raytrace_cuda.cu")],
-                               extra_include_paths=[str(kernel_spec.source_dir())], build_directory=str(folder),
-                               extra_cuda_cflags=["-O3", "--fmad=false"], verbose=False)  # fmt: skip
-            finally:
-                os.environ["PATH"] = old_path
-        if not built:
-            say(f"recon: compiled the CUDA ray tracer in {time.monotonic() - t0:.0f} s")
+        with announced_build(folder.with_name(folder.name + ".lock"), "recon's CUDA ray tracer", built, folder, kernel_spec.ninja_dir(), say):
+            _MODULE = load(name="recon_raytrace_cuda", sources=[str(kernel_spec.source_dir() / "raytrace_cuda.cu")],
+                           extra_include_paths=[str(kernel_spec.source_dir())], build_directory=str(folder),
+                           extra_cuda_cflags=["-O3", "--fmad=false"], verbose=False)  # fmt: skip
         return _MODULE

@@ -351,12 +351,10 @@ def cmd_eval(argv: list[str]) -> int:
         materials = evaluate_materials(run.method, run.scene, run.transform, args.split, out_dir=run.run_dir / "renders" / f"materials-{args.split}")
     envmap = to_env = None
     if args.env is not None:
-        import numpy as np
-        import torch
+        from recon.render.envmap import map_rotation
 
         envmap = env_map.to(run.method.device_)
-        # map frame = data frame: directions of the normalised frame go back through the normalisation's rotation
-        to_env = torch.as_tensor(np.asarray(run.transform.rotation, dtype=np.float32)).T.contiguous().to(run.method.device_)
+        to_env = map_rotation(run.transform.rotation.T).to(run.method.device_)  # the map is in the data's frame
     # relit with --materials: the base colour scaled by the albedo alignment found on this split's GT first
     scale = materials["albedo_scale"] if materials is not None and envmap is not None else None
     metrics = evaluate(run.method, run.scene, args.split, out_dir=run.run_dir / "renders" / f"eval-{args.split}", console=console,

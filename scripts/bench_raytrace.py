@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import git_commit  # noqa: E402
 
 from recon.render.raytrace import build_bvh, hemisphere_directions, trace_gaussians, trace_gaussians_reference  # noqa: E402
+from recon.render.pbr import tangent_frame  # noqa: E402
 from recon.rotations import rotmat_to_quat  # noqa: E402
 
 
@@ -56,9 +57,7 @@ def surface_scene(n: int, seed: int = 0):
     nrm.append(torch.tensor([0.0, 1.0, 0.0]).expand(k, 3))
     means, normals = torch.cat(pts), torch.cat(nrm)
     spacing = (areas.sum() / n) ** 0.5  # mean distance between neighbours
-    helper = torch.where(normals[:, :1].abs() < 0.9, torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]))
-    t1 = torch.nn.functional.normalize(torch.cross(helper, normals, dim=-1), dim=-1)
-    t2 = torch.cross(normals, t1, dim=-1)
+    t1, t2 = tangent_frame(normals)
     quats = rotmat_to_quat(torch.stack([t1, t2, normals], -1))
     scales = torch.stack([torch.full((n,), 0.6 * float(spacing)), torch.full((n,), 0.6 * float(spacing)), torch.full((n,), 0.05 * float(spacing))], -1)
     opacities = 0.5 + 0.5 * torch.rand(n, generator=g)

@@ -607,17 +607,11 @@ def check_batch(method: Method, batch_size: int, world_size: int) -> None:
     if batch_size < 1:
         raise ReconError(f"--trainer.batch-size must be at least 1 (got {batch_size})")
     if batch_size * world_size > 1 and not method.data_parallel:
-        from recon.methods import available_methods
+        from recon.methods import available_methods, get_method
 
-        able = ", ".join(m for m in available_methods() if _method_cls(m).data_parallel)
+        able = ", ".join(m for m in available_methods() if get_method(m).data_parallel)
         what = f"{world_size} processes" if world_size > 1 else f"--trainer.batch-size {batch_size}"
         raise ReconError(f"method {method.name!r} trains on one view per step, so it cannot take {what} (data-parallel methods: {able})")
-
-
-def _method_cls(name: str):
-    from recon.methods import get_method
-
-    return get_method(name)
 
 
 def _optimized_parameters(method: Method) -> list[torch.nn.Parameter]:

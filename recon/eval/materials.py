@@ -67,10 +67,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
-def _srgb(x: np.ndarray) -> np.ndarray:
-    return linear_to_srgb(torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))).numpy()
-
-
 def evaluate_materials(method, scene, transform, split: str = "test", out_dir: Path | None = None, console=None) -> dict:
     """Score ``method``'s material outputs on ``split`` of ``scene`` (normalised, as :func:`recon.engine.run.load_run`
     gives it; ``transform`` the run's :class:`~recon.data.normalize.SceneTransform`). Returns the metrics (module
@@ -108,7 +104,7 @@ def evaluate_materials(method, scene, transform, split: str = "test", out_dir: P
         row = {
             "index": i,
             "image": Path(scene.describe_image(i)).name,
-            "albedo_psnr": _psnr(_srgb(aligned[mask]), _srgb(gt["albedo"][mask])),
+            "albedo_psnr": _psnr(linear_to_srgb(aligned[mask]), linear_to_srgb(gt["albedo"][mask])),
             "albedo_psnr_linear": _psnr(aligned[mask], np.clip(gt["albedo"][mask], 0, 1)),
             "roughness_mae": float(np.abs(pred["roughness"][..., 0] - gt["roughness"])[mask].mean()),
             "metallic_mae": float(np.abs(pred["metallic"][..., 0] - gt["metallic"])[mask].mean()),
@@ -160,7 +156,7 @@ def _write_panel(path: Path, aligned, pred, normal, gt, mask) -> None:
 
     def row(albedo, rough, metal, nrm):
         grey = lambda x: np.repeat(np.clip(x, 0, 1)[..., None], 3, -1)  # noqa: E731
-        return np.concatenate([_srgb(albedo), grey(rough), grey(metal), np.clip(nrm * 0.5 + 0.5, 0, 1)], 1)
+        return np.concatenate([linear_to_srgb(albedo), grey(rough), grey(metal), np.clip(nrm * 0.5 + 0.5, 0, 1)], 1)
 
     m = mask[..., None]
     top = row(aligned * m, pred["roughness"][..., 0] * mask, pred["metallic"][..., 0] * mask, normal * m)

@@ -7,8 +7,6 @@ path rendered by the same loop; split views and the orbit keep writing PNGs and 
 
 from __future__ import annotations
 
-import math
-
 import sys
 import time as _time
 from dataclasses import replace
@@ -160,9 +158,9 @@ def render_run(run, split: str | None = None, path: str | None = None, frames: i
     if envmap is not None:
         if not method.supports("relight"):
             raise ReconError(f"method {method.name!r} cannot relight: --env needs a method with the relight capability")
-        c, s_ = math.cos(math.radians(env_rotation)), math.sin(math.radians(env_rotation))
-        spin = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
-        to_env = (spin @ torch.as_tensor(np.asarray(run.transform.rotation, dtype=np.float32)).T).to(method.device_)
+        from recon.render.envmap import map_rotation
+
+        to_env = map_rotation(run.transform.rotation.T, env_rotation).to(method.device_)
         env = envmap.to(method.device_).float()
 
         def render_fn(cam, t, outs, background):

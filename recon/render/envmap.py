@@ -31,6 +31,7 @@ __all__ = [
     "envmap_solid_angles",
     "sample_envmap",
     "resize_envmap",
+    "map_rotation",
     "SplitSumEnv",
     "prepare_split_sum",
     "irradiance_map",
@@ -108,6 +109,15 @@ def sample_envmap(env: Tensor, dirs: Tensor, to_env: Tensor | None = None, mode:
     top = flat[y0 * W + x0] * (1 - fx) + flat[y0 * W + x1] * fx
     bot = flat[y1 * W + x0] * (1 - fx) + flat[y1 * W + x1] * fx
     return top * (1 - fy) + bot * fy
+
+
+def map_rotation(to_data: Tensor | np.ndarray | None = None, turn_deg: float = 0.0) -> Tensor:
+    """``to_env`` [3, 3] (float32) for a map given in the data's frame: directions of a run's normalised frame taken
+    back by ``to_data`` (the inverse of the normalisation's rotation; None: the frames agree), then turned by
+    ``turn_deg`` degrees about the map's up axis (+Z)."""
+    c, s = math.cos(math.radians(turn_deg)), math.sin(math.radians(turn_deg))
+    spin = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return spin if to_data is None else spin @ torch.as_tensor(np.asarray(to_data, dtype=np.float32))
 
 
 def resize_envmap(env: Tensor, height: int) -> Tensor:

@@ -213,7 +213,7 @@ def shade_split_sum(
 # Monte Carlo
 
 
-def _frame(n: Tensor) -> tuple[Tensor, Tensor]:
+def tangent_frame(n: Tensor) -> tuple[Tensor, Tensor]:
     """Orthonormal tangents for normals [..., 3] (Duff et al. 2017, branchless)."""
     sign = torch.where(n[..., 2] >= 0, torch.ones_like(n[..., 2]), -torch.ones_like(n[..., 2]))
     a = -1.0 / (sign + n[..., 2])
@@ -292,7 +292,7 @@ def _mc_chunk(n, v, bc, rough, metal, env, ns, to_env, sampler, generator, pts, 
         l_env = l_env.view(P, ns, 3).to(dt)
         # strategy 2: BSDF samples
         xi = torch.rand(P, ns, 3, generator=generator, dtype=torch.float64).to(device=dev, dtype=dt)
-        t, b = _frame(n)
+        t, b = tangent_frame(n)
         a2 = (a * a)
         cos_h = torch.sqrt((1 - xi[..., 0]) / (1 + (a2 - 1) * xi[..., 0]))
         cos_d = torch.sqrt(xi[..., 0])  # cosine-weighted hemisphere: cos theta = sqrt(xi)

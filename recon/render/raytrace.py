@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recon.render.pbr import tangent_frame
 from recon.rotations import quat_to_rotmat
 
 #: Floats per Gaussian in the packed layout the kernels read (``cuda/raytrace_common.h``).
@@ -146,9 +147,7 @@ def hemisphere_directions(normals: Tensor, n: int = 64, min_elevation_deg: float
     r = (1.0 - z * z).clamp_min(0).sqrt()
     local = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)  # [n, 3]
     nz = torch.nn.functional.normalize(normals.float(), dim=-1)
-    helper = torch.where(nz[:, :1].abs() < 0.9, torch.tensor([1.0, 0, 0], device=nz.device), torch.tensor([0, 1.0, 0], device=nz.device))
-    tx = torch.nn.functional.normalize(torch.cross(helper.expand_as(nz), nz, dim=-1), dim=-1)
-    ty = torch.cross(nz, tx, dim=-1)
+    tx, ty = tangent_frame(nz)
     return local[None, :, :1] * tx[:, None] + local[None, :, 1:2] * ty[:, None] + local[None, :, 2:] * nz[:, None]
 
 

@@ -33,6 +33,7 @@ from recon.methods import register
 from recon.methods.base import Batch, Capabilities, Method
 from recon.methods.r3dg.config import R3DGConfig
 from recon.methods.r3dg.shading import shade
+from recon.render.envmap import map_rotation
 from recon.render.raytrace import build_bvh, hemisphere_directions, trace_gaussians
 from recon.render.sh import eval_sh
 
@@ -129,12 +130,8 @@ class RelightableGaussians(Method):
 
     def _in_view(self, camera: Cameras, margin: float = 0.15) -> Tensor:
         """bool [N]: Gaussians whose centre projects into the image (with a margin) in front of the camera."""
-        m = self.splats["means"].detach()
-        vm, K = camera.viewmats()[0], camera.Ks()[0]
-        p = m @ vm[:3, :3].T + vm[:3, 3]
-        z = p[:, 2]
-        u = K[0, 0] * p[:, 0] / z.clamp_min(1e-6) + K[0, 2]
-        v = K[1, 1] * p[:, 1] / z.clamp_min(1e-6) + K[1, 2]
+        pix, depth = camera.project(self.splats["means"].detach())
+        (u, v), z = pix[0].unbind(-1), depth[0]
         w, h = float(camera.widths[0]), float(camera.heights[0])
         return (z > self.config.near_plane) & (u > -margin * w) & (u < (1 + margin) * w) & (v > -margin * h) & (v < (1 + margin) * h)
 
@@ -157,7 +154,7 @@ class RelightableGaussians(Method):
     def _composite(self, linear_sum: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
         """[H, W, 3] sRGB: the alpha-weighted linear colour sum divided by alpha, encoded, over ``background``."""
         lin = linear_sum / alpha.clamp_min(1e-6)
-        return linear_to_srgb(lin.clamp(0, 1)) * alpha + background * (1 - alpha)
+        return linear_to_srgb(lin) * alpha + background * (1 - alpha)
 
     # ---------------------------------------------------------------- training
     def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -277,10 +274,7 @@ class RelightableGaussians(Method):
                environment: str = "learnt", env_file: str = "", env_rotation: float = 0.0, **options) -> dict[str, Tensor]:  # fmt: skip
         """Outputs under the learnt light, or (the viewer's controls, :meth:`viewer_options`) relit under a bundled
         or file environment map turned by ``env_rotation`` degrees about +Z: re-shading only, no re-tracing."""
-        spin = None
-        if env_rotation:
-            c, s_ = math.cos(math.radians(env_rotation)), math.sin(math.radians(env_rotation))
-            spin = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], device=self.device_)
+        spin = map_rotation(turn_deg=env_rotation).to(self.device_) if env_rotation else None
         if environment == "learnt":
             return self._render(camera, outputs, background, self.envmap(), local=True, to_env=spin)
         return self._render(camera, outputs, background, self._viewer_env(environment, env_file), local=False, to_env=spin)
@@ -341,7 +335,7 @@ class RelightableGaussians(Method):
             for k in ("base_color", "roughness", "metallic", "visibility"):
                 res[k] = maps[k] / a
             for k in ("diffuse", "specular", "local_light"):
-                res[k] = linear_to_srgb((maps[k] / a).clamp(0, 1))
+                res[k] = linear_to_srgb(maps[k] / a)
         else:  # stage 1: the radiance image; materials not learnt yet
             res["rgb"] = res["rgb_radiance"]
             H, W = alpha.shape[:2]

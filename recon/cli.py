@@ -1,4 +1,4 @@
-"""The ``recon`` command line: train | eval | render | export | view | data info | methods.
+"""The ``recon`` command line: train | eval | render | export | view | simulate | data info | methods.
 
 Each subcommand parses its own config dataclass with tyro (field docstrings are the help text). User-facing errors
 (:class:`ReconError`) end in one line on stderr and exit code 2; ``--debug`` (anywhere on the line) shows the
@@ -31,6 +31,7 @@ commands:
   render    render a run's test views, an orbit or a camera path to MP4 (and PNGs)
   export    export a run (Gaussian PLY / .splat, meshes, frames)
   view      open a run in the browser viewer
+  simulate  physics on a gasp run's flat Gaussians (Newton MPM): a run that plays it, PLYs per frame, MP4
   data      inspect a data folder (recon data info DATA) or pose photos / a video (recon data process INPUT OUT)
   methods   list the available methods
 
@@ -495,6 +496,14 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+def cmd_simulate(argv: list[str]) -> int:
+    from recon.engine.simulate import SimulateArgs, simulate_run
+
+    args = parse(SimulateArgs, argv, prog="recon simulate", description="Simulate a gasp run's flat Gaussians with a physics engine (GASP).")
+    print(simulate_run(args, console))
+    return 0
+
+
 def cmd_view(argv: list[str]) -> int:
     args = parse(ViewArgs, argv, prog="recon view", description="Open a run in the browser viewer.")
     from recon.engine.run import load_run
@@ -557,6 +566,7 @@ COMMANDS = {
     "render": cmd_render,
     "export": cmd_export,
     "view": cmd_view,
+    "simulate": cmd_simulate,
     "data": cmd_data,
     "methods": cmd_methods,
 }

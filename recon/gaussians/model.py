@@ -18,6 +18,7 @@ before it existed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from recon.cameras import Cameras
 from recon.gaussians.densify import Densifier, DensifyConfig
-from recon.gaussians.params import init_splats, make_adam, resize_like, set_lr
+from recon.gaussians.params import focus_box, init_splats, initial_points, make_adam, resize_like, scene_scale_of, set_lr
 from recon.render.gaussians import rasterize_gaussians
 from recon.schedules import exponential_decay
 
@@ -137,8 +138,33 @@ class GaussianModel(nn.ParameterDict):
         c = self.config
         for name, p in init_splats(points, colors, c.sh_degree, c.init_opacity, c.init_scale).items():
             self[name] = p
+        if self.flat:
+            # The stored third log-scale is never rendered (it gets no gradient), but gsplat's split samples the
+            # children's offsets with all three scales: pinning it keeps splits in the disc's plane.
+            # Random orientations: discs that all start facing one axis are edge-on, so invisible, to half the views.
+            with torch.no_grad():
+                self["scales"][:, 2] = math.log(FLAT_SCALE)
+                self["quats"].copy_(torch.nn.functional.normalize(torch.randn_like(self["quats"]), dim=-1))
         for name in self.attributes:
             self._create(name)
+
+    def setup_from_scene(self, scene, max_steps: int, device) -> float:
+        """The plain 3DGS set-up: Gaussians at the scene's points (or random in its focus box, as ``init`` says) on
+        ``device``, optimizers and densifier laid out over ``max_steps``. Returns the scene scale (the training
+        cameras' spread), which the method keeps in its state."""
+        c = self.config
+        scale = scene_scale_of(scene.cameras[torch.from_numpy(scene.split("train"))])
+        pts, cols = initial_points(scene, c.init, c.init_num_points, focus_box(scene, c.init_extent))
+        self.initialize(pts.to(device), cols.to(device))
+        self.build_optimizers(scale, max_steps)
+        return scale
+
+    def load_shapes(self, state_dict: dict[str, Tensor], prefix: str, scene_scale: float, max_steps: int, device) -> None:
+        """Take a checkpoint's Gaussian count (:meth:`resize_like`), move to ``device`` and rebuild the optimizers
+        and densifier for ``scene_scale`` and ``max_steps``: what a method's ``resize_for_state_dict`` does."""
+        self.resize_like(state_dict, prefix)
+        self.to(device)
+        self.build_optimizers(scene_scale, max_steps)
 
     def resize_like(self, state_dict: dict[str, Tensor], prefix: str) -> None:
         """Take the shapes of the checkpoint entries ``prefix + name`` (the Gaussian count changes in training)."""

@@ -11,6 +11,7 @@ _KNOWN = {
     "gs": ("recon.methods.gs", "vanilla 3D Gaussian Splatting (Kerbl et al. 2023) with gsplat's densification"),
     "blocks": ("recon.methods.blocks", "Differentiable Blocks World: a scene as a few textured superquadrics, ground and background"),
     "swift4d": ("recon.methods.swift4d", "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"),
+    "gasp": ("recon.methods.gasp", "GASP: flat Gaussians a physics engine moves (recon simulate: Newton MPM)"),
     "r3dg": ("recon.methods.r3dg", "Relightable 3D Gaussians: normals, PBR materials, ray-traced visibility, relighting (in progress)"),
 }
 _REGISTRY: dict[str, type] = {}

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from recon.cameras import Cameras
 from recon.data.scene import SceneData
-from recon.gaussians import GaussianConfig, GaussianModel, focus_box, initial_points, scene_scale_of
+from recon.gaussians import GaussianConfig, GaussianModel
 from recon.losses import l1_dssim
 from recon.methods import register
 from recon.methods.base import Batch, Capabilities, Collective, Method, MethodConfig
@@ -40,11 +40,7 @@ class GaussianSplatting(Method):
 
     # ---------------------------------------------------------------- setup
     def setup(self, scene: SceneData) -> None:
-        self.scene_scale.fill_(scene_scale_of(scene.cameras[torch.from_numpy(scene.split("train"))]))
-        cfg = self.config
-        pts, cols = initial_points(scene, cfg.init, cfg.init_num_points, focus_box(scene, cfg.init_extent))
-        self.splats.initialize(pts.to(self.device_), cols.to(self.device_))
-        self.splats.build_optimizers(float(self.scene_scale), self.max_steps)
+        self.scene_scale.fill_(self.splats.setup_from_scene(scene, self.max_steps, self.device_))
 
     def optimizers(self):
         return self.splats.optimizers
@@ -95,8 +91,6 @@ class GaussianSplatting(Method):
         self.splats.load_densifier_state(state.get("densifier"))
 
     def resize_for_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        self.splats.resize_like(state_dict, "splats.")
-        self.splats.to(self.device_)
         if "scene_scale" in state_dict:
             self.scene_scale.copy_(state_dict["scene_scale"])
-        self.splats.build_optimizers(float(self.scene_scale), self.max_steps)
+        self.splats.load_shapes(state_dict, "splats.", float(self.scene_scale), self.max_steps, self.device_)

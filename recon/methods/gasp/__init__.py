@@ -1,0 +1,1 @@
+from recon.methods.gasp.model import Gasp  # noqa: F401  (registers "gasp")

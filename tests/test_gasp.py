@@ -158,13 +158,21 @@ def test_flat_training_keeps_discs_flat_through_densification():
     assert float(g["scales"][:, 2].max()) <= math.log(FLAT_SCALE) + 1e-6
 
 
-def test_recon_simulate_plays_back_the_trained_model_and_drops_it(tmp_path: Path, newton_engine):
+@pytest.fixture(scope="module")
+def gasp_run(tmp_path_factory) -> Path:
+    from recon.cli import main
+
+    out = tmp_path_factory.mktemp("gasp-run")
+    assert main(["train", "--method", "gasp", "--max-steps", "60", "--output-dir", str(out), "--trainer.eval-every", "0"]) == 0
+    return next((out / "demo-static" / "gasp").iterdir())
+
+
+def test_recon_simulate_plays_back_the_trained_model_and_drops_it(gasp_run: Path, tmp_path: Path, newton_engine):
     from recon.cli import main
     from recon.engine.run import load_run
     from recon.eval.metrics import psnr
 
-    assert main(["train", "--method", "gasp", "--max-steps", "60", "--output-dir", str(tmp_path), "--trainer.eval-every", "0"]) == 0
-    run = next((tmp_path / "demo-static" / "gasp").iterdir())
+    run = gasp_run
     source = load_run(run, device="cpu")
     cam = source.scene.cameras[[int(source.scene.split("test")[0])]]
     reference = source.method.render(cam)["rgb"]
@@ -193,6 +201,30 @@ def test_recon_simulate_plays_back_the_trained_model_and_drops_it(tmp_path: Path
     z0 = moved.gaussians(time=0.0)["means"]
     z1 = moved.gaussians(time=1.0)["means"]
     assert float((z0 - z1).norm(dim=-1).max()) > 1e-3  # something moved
+
+
+def test_recon_simulate_moves_only_the_selected_groups(gasp_run: Path, tmp_path: Path, newton_engine, capsys):
+    from recon.cli import main
+    from recon.engine.run import load_run
+
+    assert main(["simulate", str(gasp_run), "--list-groups"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith("group") and listing[1].split()[0] == "0"
+    out = tmp_path / "group0"
+    assert main(["simulate", str(gasp_run), "--select", "groups", "--groups", "0", "--frames", "3", "--ground", "below",
+                 "--output", str(out), "--video", "none", "--ply-every", "0", "--progress", "lines"]) == 0  # fmt: skip
+    info = json.loads((out / "simulation.json").read_text())
+    moved_count = info["counts"]["moved"]
+    assert moved_count == int(listing[1].split()[1].replace(",", ""))
+    method = load_run(out, device="cpu").method
+    start, end = method.gaussians(time=0.0)["means"], method.gaussians(time=1.0)["means"]
+    shift = (end - start).norm(dim=-1)
+    mask = torch.zeros(len(shift), dtype=torch.bool)
+    mask[method.playback.moved] = True
+    assert float(shift[~mask].max()) == 0.0 and float(shift[mask].max()) > 1e-3
+    assert main(["simulate", str(gasp_run), "--select", "groups", "--groups", "100000"]) == 2
+    assert main(["simulate", str(gasp_run), "--select", "box", "--box", "9", "9", "9", "10", "10", "10"]) == 2
+    assert "holds no Gaussian centre" in capsys.readouterr().err
 
 
 def test_recon_simulate_refuses_runs_without_flat_gaussians(tmp_path: Path, capsys):

@@ -487,38 +487,63 @@ def dynamic_run(tmp_path_factory):
     return load_run(run_dir, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def simulated_run(tmp_path_factory):
+    """A short gasp run dropped onto a ground by ``recon simulate`` (a run that plays its simulation over time)."""
+    pytest.importorskip("newton", reason="the newton package is a dependency of recon; install it with scripts/setup.sh")
+    from recon.cli import main
+    from recon.engine.run import load_run
+
+    out = tmp_path_factory.mktemp("viewer-simulated-run")
+    assert main(["train", "--method", "gasp", "--max-steps", "100", "--output-dir", str(out), "--trainer.eval-every", "0"]) == 0
+    trained = next((out / "demo-static" / "gasp").iterdir())
+    assert main(["simulate", str(trained), "--frames", "8", "--ground", "below", "--drop", "1.0", "--material", "sand",
+                 "--output", str(out / "sim"), "--video", "none", "--ply-every", "0", "--progress", "lines"]) == 0  # fmt: skip
+    return load_run(out / "sim", device="cpu")
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser_time_slider_on_a_dynamic_run(dynamic_run, tmp_path):
     """A dynamic method's run: the page shows a Time slider, and moving it changes what the browser shows (the
     server renders the new time and the screenshot follows)."""
+    _time_slider_moves_the_picture(dynamic_run, tmp_path, "viewer_time")
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_plays_a_simulation(simulated_run, tmp_path):
+    """A ``recon simulate`` run: the viewer has the Time slider (and Play), and two frames of the drop look
+    different in the browser."""
+    _time_slider_moves_the_picture(simulated_run, tmp_path, "viewer_simulation")
+
+
+def _time_slider_moves_the_picture(run, tmp_path, name: str) -> None:
     from rich.console import Console
 
     from recon.viewer.app import ViewerApp
 
-    run = dynamic_run
     assert run.method.is_dynamic
     shots = Path(os.environ.get("RECON_VIEWER_SHOTS", tmp_path))
     app = ViewerApp(run.method, run.scene, port=free_port(), console=Console(stderr=True, width=200))
     browser = None
     try:
         app.view_panel.show_cameras.value = False
-        # Look from the test camera (camera 0 sees the moving objects).
         browser = Chromium.start()
         browser.call("Page.navigate", url=f"http://127.0.0.1:{app.port}")
         browser.wait_for(f"!!{_label('Time')}")  # the slider is in the page
         cv = best_quality(app)
-        assert cv.panel.time is not None
+        assert cv.panel.time is not None and cv.panel.play is not None
         cv.panel.time.value = 0.2  # a change from the initial 0.0 (an unchanged value renders nothing)
         cv = settled_frame(app, after=cv.full_frames)
         time.sleep(1.5)
-        a = browser.screenshot(shots / "viewer_time02.png").astype(np.float32)
+        a = browser.screenshot(shots / f"{name}02.png").astype(np.float32)
         frame_a = cv.last_frame.image.astype(np.float32)
         n = cv.full_frames
         cv.panel.time.value = 0.8
         cv = settled_frame(app, after=n)
         time.sleep(1.5)
-        b = browser.screenshot(shots / "viewer_time08.png").astype(np.float32)
+        b = browser.screenshot(shots / f"{name}08.png").astype(np.float32)
         frame_b = cv.last_frame.image.astype(np.float32)
         assert frame_a.shape == frame_b.shape
         # The server rendered a different scene state, and the browser shows it.

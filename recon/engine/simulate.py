@@ -57,10 +57,18 @@ class SimulateArgs:
     as below), below (a plane --drop object-heights under the object's lowest point), none."""
     drop: float = 0.25
     """Height of the fall onto a ``below`` ground, in object heights."""
-    select: Literal["all", "box"] = "all"
-    """What moves: all Gaussians, or those whose centre is inside --box (the others are static props)."""
+    select: Literal["all", "box", "groups"] = "all"
+    """What moves: all Gaussians, those whose centre is inside --box, or the Birch groups --groups (see
+    --list-groups); the others are static props the moving ones collide with."""
     box: Optional[tuple[float, float, float, float, float, float]] = None
     """XMIN YMIN ZMIN XMAX YMAX ZMAX in the data's frame (with --select box)."""
+    groups: tuple[int, ...] = ()
+    """Group numbers to move (with --select groups), as --list-groups prints them."""
+    list_groups: bool = False
+    """Print the run's Gaussians in Birch groups of --select-threshold (number, size, centre and box in the data
+    frame; largest first) and exit."""
+    select_threshold: float = 0.15
+    """Birch subcluster radius of --list-groups / --select groups, as a fraction of the scene's size."""
     group: bool = True
     """GASP's grouping: simulate Birch-clustered core triangles, carry the other Gaussians along."""
     birch_threshold: float = 0.02
@@ -97,6 +105,31 @@ def _check_flat(run: LoadedRun) -> dict[str, torch.Tensor]:
     return g
 
 
+def _selection_groups(means: torch.Tensor, threshold: float) -> np.ndarray:
+    """[N] group number of each Gaussian: Birch subclusters of the centres with radius ``threshold`` x the scene's
+    size, numbered by size (0 = the largest)."""
+    from sklearn.cluster import Birch
+
+    pts = means.double().cpu().numpy()
+    size = float(np.max(np.percentile(pts, 99.5, axis=0) - np.percentile(pts, 0.5, axis=0)))
+    labels = Birch(threshold=threshold * size, n_clusters=None).fit_predict(pts)
+    _, labels, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    rank = np.empty_like(counts)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+    return rank[labels.reshape(-1)]
+
+
+def _print_groups(labels: np.ndarray, data_means: np.ndarray, most: int = 30) -> None:
+    print("group  Gaussians  centre (data frame)            box min -> max")
+    for k in range(min(int(labels.max()) + 1, most)):
+        pts = data_means[labels == k]
+        lo, hi, c = pts.min(0), pts.max(0), pts.mean(0)
+        fmt = lambda v: " ".join(f"{x:7.3f}" for x in v)  # noqa: E731
+        print(f"{k:5d}  {len(pts):9,d}  {fmt(c)}   {fmt(lo)} -> {fmt(hi)}")
+    if labels.max() + 1 > most:
+        print(f"... {int(labels.max()) + 1 - most} smaller groups")
+
+
 def _progress(console: Console, mode: str) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=mode != "bar")  # fmt: skip
@@ -117,7 +150,16 @@ def simulate_run(args: SimulateArgs, console: Console) -> Path:
     means = g["means"].float()
 
     # What moves, in the data frame the user knows.
-    if args.select == "box":
+    if args.list_groups or args.select == "groups":
+        labels = _selection_groups(means, args.select_threshold)
+        if args.list_groups:
+            _print_groups(labels, np.asarray(run.transform.invert_points(means.double().cpu())))
+            return run.run_dir
+        bad = [k for k in args.groups if not 0 <= k <= int(labels.max())]
+        if not args.groups or bad:
+            raise ReconError(f"--select groups needs --groups from 0 to {int(labels.max())} (see --list-groups); got {list(args.groups)}")
+        selected = torch.from_numpy(np.isin(labels, args.groups))
+    elif args.select == "box":
         lo, hi = np.minimum(args.box[:3], args.box[3:]), np.maximum(args.box[:3], args.box[3:])
         data_means = np.asarray(run.transform.invert_points(means.double().cpu()))
         selected = torch.from_numpy(np.all((data_means >= lo) & (data_means <= hi), axis=1))

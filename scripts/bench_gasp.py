@@ -67,7 +67,7 @@ def _playback_psnr(sim: Path, source, views: list[int], frames: int) -> list[flo
 def _contact_sheet(sim: Path, figure: Path, count: int = 5) -> None:
     import imageio.v3 as iio
 
-    pngs = sorted((sim / "video").glob("*.png"))
+    pngs = sorted((sim / "video").rglob("*.png"))
     if not pngs:
         return
     picks = [pngs[round(i * (len(pngs) - 1) / (count - 1))] for i in range(count)]
@@ -112,7 +112,7 @@ def main() -> None:
         rows[name] = {"frames": frames, "checks": info["checks"], "counts": info["counts"], "timing_s": info["timing_s"], "substeps": info["settings"]["substeps"]}
         if group:
             _contact_sheet(sim, args.figure)
-            rows[name]["video"] = [str(p) for p in (sim / "video").glob("*.mp4")]
+            rows[name]["video"] = [str(p) for p in (sim / "video").rglob("*.mp4")]
             played = load_run(sim, device="cpu")
             rest = min(float(psnr(played.method.render(source.scene.cameras[[v]], time=0.0)["rgb"], source.method.render(source.scene.cameras[[v]])["rgb"])) for v in views)
             rows[name]["rest_pose_psnr_vs_ungrouped"] = rest
@@ -121,7 +121,7 @@ def main() -> None:
     print(f"\nGASP on {args.run} ({result['machine']}, {result['threads']} threads, commit {result['commit']})")
     for k, q in result["quality"].items():
         print(f"  {k:5s} test PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.4f}  LPIPS {q['lpips']}  ({q['train_minutes']} min, {q['steps']} steps)")
-    print(f"\n| simulation | frames | moved | simulated triangles | particles | substeps | lowest centre (cells) | max size ratio | NaN | min PSNR vs trained | sim s/frame | sim+render fps |")
+    print("\n| simulation | frames | moved | simulated triangles | particles | substeps | lowest centre (cells) | max size ratio | NaN | min PSNR vs trained | sim s/frame | sim+render fps |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         c, t, ch = r["counts"], r["timing_s"], r.get("checks", {})

@@ -144,6 +144,21 @@ def test_newton_without_forces_keeps_particles_still_and_drops_them_on_the_groun
     np.testing.assert_allclose(last[:100], pts[:100], atol=1e-5)  # fixed particles stay
 
 
+def test_newton_materials_differ_as_named(newton_engine):
+    """An elastic box dropped on the ground keeps its shape; a fluid one spreads out flat."""
+    from recon.physics.mpm import ParticleSystem, material
+
+    pts = np.random.default_rng(1).uniform([-0.2, -0.2, 0.05], [0.2, 0.2, 0.45], (3000, 3))
+    heights = {}
+    for name in ("elastic", "fluid"):
+        frames = {}
+        system = ParticleSystem(pts, np.zeros(len(pts), bool), material(name), gravity=9.81, ground=0.0, cell_size=0.05)
+        newton_engine.run(system, 12, 1 / 30, 4, lambda f, p: frames.__setitem__(f, p))
+        heights[name] = float(np.percentile(frames[12][:, 2], 99) - np.percentile(frames[12][:, 2], 1))
+    assert heights["elastic"] > 0.8 * 0.4
+    assert heights["fluid"] < 0.5 * heights["elastic"]
+
+
 def test_flat_training_keeps_discs_flat_through_densification():
     from recon.methods.gasp.model import Gasp, GaspConfig
     from tests.helpers import blob_scene

@@ -29,6 +29,16 @@ from recon.physics.grouping import apply_binding, bind, birch_cores
 from recon.physics.mpm import Material, ParticleSystem, get_engine
 
 
+def to_edges(triangles: Tensor) -> Tensor:
+    """[N, 3, 3] triangles as (vertex 1, vertex 2 - vertex 1, vertex 3 - vertex 1)."""
+    return torch.cat([triangles[:, :1], triangles[:, 1:] - triangles[:, :1]], 1)
+
+
+def from_edges(stored: Tensor) -> Tensor:
+    """Inverse of :func:`to_edges`."""
+    return torch.cat([stored[:, :1], stored[:, :1] + stored[:, 1:]], 1)
+
+
 @dataclass
 class SimulationSettings:
     """How to simulate (lengths in scene units; see :class:`~recon.physics.mpm.ParticleSystem`)."""
@@ -55,9 +65,12 @@ class Playback:
 
     Attributes:
         moved: [M] long, indices of the simulated Gaussians in the model (the others stay where they are).
-        core_frames: [T + 1, C, 3, 3] the simulated triangles at every frame (size control applied), frame 0 = rest.
+        core_frames: [T + 1, C, 3, 3] float32, the simulated triangles at every frame (size control applied; frame
+            0 = rest) as vertex 1 and the two edges from it: edges stored relative keep float32's relative precision
+            for the tiniest Gaussians, whose absolute vertex positions would not resolve their size.
         core_of: [M] long, each moved Gaussian's triangle in ``core_frames`` (itself when not grouped).
-        coeffs: [M, 3, 3] each moved Gaussian's vertices in its core's frame (grouping; None when not grouped).
+        coeffs: [M, 3, 3] float64, each moved Gaussian's vertices in its core's frame (grouping; None when not
+            grouped).
         fps: frames per second of the simulation (for videos).
     """
 
@@ -72,21 +85,24 @@ class Playback:
         return int(self.core_frames.shape[0])
 
     def triangles_at(self, time: float) -> Tensor:
-        """[M, 3, 3] the moved Gaussians' triangles at ``time`` in [0, 1] (linear between frames)."""
+        """[M, 3, 3] float64, the moved Gaussians' triangles at ``time`` in [0, 1] (linear between frames)."""
         f = min(max(float(time), 0.0), 1.0) * (self.num_frames - 1)
         i = min(int(np.floor(f)), self.num_frames - 2) if self.num_frames > 1 else 0
         w = f - i
-        cores = self.core_frames[i] if w == 0 or self.num_frames == 1 else torch.lerp(self.core_frames[i], self.core_frames[i + 1], w)
+        stored = self.core_frames[i].double()
+        if w > 0 and self.num_frames > 1:
+            stored = torch.lerp(stored, self.core_frames[i + 1].double(), w)
+        cores = from_edges(stored)
         if self.coeffs is None:
             return cores[self.core_of]
         return apply_binding(cores, self.core_of, self.coeffs)
 
     def gaussians_at(self, params: dict[str, Tensor], time: float) -> dict[str, Tensor]:
         """``params`` (pre-activation flat Gaussians, gsplat's names) with the moved ones at ``time``."""
-        moved = triangles_to_gaussians(self.triangles_at(time).to(params["means"].dtype))
+        moved = triangles_to_gaussians(self.triangles_at(time))
         out = dict(params)
         for key in ("means", "quats", "scales"):
-            out[key] = params[key].index_put((self.moved.to(params[key].device),), moved[key].to(params[key].device))
+            out[key] = params[key].index_put((self.moved.to(params[key].device),), moved[key].to(params[key]))
         return out
 
     def state(self) -> dict:
@@ -125,7 +141,7 @@ def simulate_gaussians(
     ones collide with). ``on_frame(frame, frames)`` reports progress."""
     t0 = _time.perf_counter()
     device = params["means"].device
-    means, quats, scales = (params[k].detach().float().cpu() for k in ("means", "quats", "scales"))
+    means, quats, scales = (params[k].detach().double().cpu() for k in ("means", "quats", "scales"))
     moved = selected.cpu().nonzero()[:, 0]
     if len(moved) == 0:
         raise ValueError("no Gaussian is selected for simulation")
@@ -144,14 +160,14 @@ def simulate_gaussians(
     fixed[cores.shape[0] * 3 :] = True
     system = ParticleSystem(positions, fixed, settings.material, up=np.asarray(settings.up, np.float64), gravity=settings.gravity,
                             ground=None if settings.ground is None else settings.ground * m, cell_size=settings.cell_size * m)  # fmt: skip
-    frames = torch.empty(settings.frames + 1, *cores.shape)
+    frames = torch.empty(settings.frames + 1, *cores.shape)  # float32, as to_edges gives them
     n_core_pts = cores.shape[0] * 3
     report = SimulationReport(len(means), len(moved), cores.shape[0], len(positions), int(fixed.sum()), settings.frames)
     last = [_time.perf_counter()]
 
     def record(frame: int, pos: np.ndarray) -> None:
-        tri = torch.from_numpy(np.ascontiguousarray(pos[:n_core_pts]) / m).float().reshape(cores.shape)
-        frames[frame] = clamp_edges(tri, cores, settings.tau)
+        tri = torch.from_numpy(np.ascontiguousarray(pos[:n_core_pts]) / m).reshape(cores.shape)
+        frames[frame] = to_edges(clamp_edges(tri, cores, settings.tau)).float()
         now = _time.perf_counter()
         if frame > 0:
             report.per_frame_s.append(now - last[0])

@@ -45,7 +45,8 @@ class Material:
 #: The materials ``recon simulate --material`` offers (Newton's examples' settings for sand, snow and water; a soft
 #: solid for elastic).
 MATERIALS: dict[str, Material] = {
-    "elastic": Material(young_modulus=2.0e5, poisson_ratio=0.3, friction=0.0, tensile_yield_ratio=1.0, damping=0.01),
+    # No yield anywhere (with yield_stress 0 the Drucker-Prager surface has no shear strength and the "solid" flows).
+    "elastic": Material(young_modulus=2.0e5, poisson_ratio=0.3, tensile_yield_ratio=1.0, yield_stress=1.0e15, damping=0.01),
     "sand": Material(density=1600.0, friction=0.5),
     "snow": Material(density=400.0, young_modulus=1.4e6, friction=0.5, damping=0.01, yield_pressure=1.4e6,
                      tensile_yield_ratio=0.2, hardening=5.0, dilatancy=1.0),  # fmt: skip

@@ -132,7 +132,7 @@ def test_eval_every_writes_a_quality_curve_without_counting_its_time(tmp_path, m
     real = ev.evaluate
 
     def slow_evaluate(*a, **kw):  # an evaluation that takes a known, long time
-        time.sleep(1.0)
+        time.sleep(3.0)
         return real(*a, **kw)
 
     monkeypatch.setattr(ev, "evaluate", slow_evaluate)
@@ -144,7 +144,7 @@ def test_eval_every_writes_a_quality_curve_without_counting_its_time(tmp_path, m
     assert all("psnr" in row and "per_image" not in row for row in curve)
     seconds = [row["train_seconds"] for row in curve]
     assert seconds == sorted(seconds)
-    # An evaluation of over 1 s ran between each two points; none of it is training time (10 steps of this scene
-    # take a fraction of that).
-    assert all(b - a < 1.0 for a, b in zip(seconds, seconds[1:])), seconds
+    # An evaluation of over 3 s ran between each two points; none of it is training time (10 steps of this scene
+    # take a fraction of that, about 1.5 s at most on a loaded 2-core machine).
+    assert all(b - a < 3.0 for a, b in zip(seconds, seconds[1:])), seconds
     assert curve[-1]["psnr"] == pytest.approx(json.loads((trainer.run_dir / "metrics.json").read_text())["psnr"])

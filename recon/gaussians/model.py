@@ -153,7 +153,9 @@ class GaussianModel(nn.ParameterDict):
         ``device``, optimizers and densifier laid out over ``max_steps``. Returns the scene scale (the training
         cameras' spread), which the method keeps in its state."""
         c = self.config
-        scale = scene_scale_of(scene.cameras[torch.from_numpy(scene.split("train"))])
+        # Rounded to float32 as the method's buffer keeps it: a resumed run rebuilds its optimizers from the
+        # buffer, and a different last bit of the means' learning rate would make it diverge from an uninterrupted one.
+        scale = float(torch.tensor(scene_scale_of(scene.cameras[torch.from_numpy(scene.split("train"))]), dtype=torch.float32))
         pts, cols = initial_points(scene, c.init, c.init_num_points, focus_box(scene, c.init_extent))
         self.initialize(pts.to(device), cols.to(device))
         self.build_optimizers(scale, max_steps)

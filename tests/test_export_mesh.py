@@ -137,6 +137,20 @@ def test_obj_mtl_and_transform(tmp_path):
 # tangent-space normal maps
 
 
+def test_open_surfaces_export_double_sided(tmp_path):
+    """An open mesh (a hemisphere) gets glTF doubleSided, so viewers draw its inside; the default stays one-sided."""
+    sphere = trimesh.creation.icosphere(2)
+    keep = sphere.triangles_center[:, 2] > 0
+    bowl = trimesh.Trimesh(sphere.vertices, sphere.faces[keep], process=False)
+
+    def material(p):
+        return {"base_color": p * 0 + 0.5, "roughness": torch.full((len(p), 1), 0.5), "metallic": torch.zeros(len(p), 1)}
+
+    for flag in (True, False):
+        path = export_pbr_mesh(tmp_path / f"bowl_{flag}.glb", bowl.vertices, bowl.faces, material, texture_size=64, double_sided=flag)
+        assert _read_glb(path)[0]["materials"][0]["doubleSided"] is flag
+
+
 def _read_glb(path):
     """Minimal independent GLB reader -> (json, attributes {name: array}, faces [F, 3], material, image(tex_index))."""
     data = Path(path).read_bytes()

@@ -184,7 +184,8 @@ def write_pbr_mesh_export(run, request: ExportRequest) -> Path:
         return {k: v.cpu() for k, v in materials(points.to(method.device_)).items() if v is not None}
 
     path = request.output or run.run_dir / "exports" / "mesh-pbr.glb"
-    export_pbr_mesh(path, np.asarray(mesh.vertices), np.asarray(mesh.faces), material_fn, transform=np.linalg.inv(run.transform.matrix))
+    export_pbr_mesh(path, np.asarray(mesh.vertices), np.asarray(mesh.faces), material_fn, transform=np.linalg.inv(run.transform.matrix),
+                    double_sided=not mesh.is_watertight)  # fmt: skip
     request.console.print(f"recon: wrote PBR mesh with {len(mesh.faces)} triangles to {path}")
     return path
 

@@ -114,7 +114,7 @@ def _apply_transform(baked: BakedMesh, transform):
     return v.astype(np.float32), n2.astype(np.float32), tan2.astype(np.float32), faces, nmap
 
 
-def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "recon_mesh") -> Path:
+def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "recon_mesh", double_sided: bool = False) -> Path:
     """Write a single-mesh, single-material GLB with embedded PNG textures.
 
     Args:
@@ -182,7 +182,7 @@ def write_glb(path: str | Path, baked: BakedMesh, transform=None, name: str = "r
             "metallicFactor": 1.0,
             "roughnessFactor": 1.0,
         },
-        "doubleSided": False,
+        "doubleSided": bool(double_sided),  # open surfaces are seen from both sides
     }
     if "normal" in tex:
         material["normalTexture"] = {"index": 2, "texCoord": 0, "scale": 1.0}
@@ -262,6 +262,7 @@ def export_pbr_mesh(
     transform=None,
     normals=None,
     padding: int = 4,
+    double_sided: bool = False,
 ) -> Path:
     """Unwrap, bake and write a PBR mesh; the format follows the suffix (``.glb`` or ``.obj``).
 
@@ -273,6 +274,7 @@ def export_pbr_mesh(
         texture_size: texture resolution.
         transform: optional 4x4 mapping the training frame to the input data's frame.
         normals: optional [V, 3] vertex normals.
+        double_sided: glTF ``doubleSided`` (open surfaces, whose back faces are seen).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -281,4 +283,4 @@ def export_pbr_mesh(
     if len(faces) == 0:
         raise ReconError("cannot export an empty mesh", path)
     baked = bake_pbr_textures(verts, faces, material_fn, texture_size, padding, normals)
-    return write_glb(path, baked, transform) if suffix == ".glb" else write_obj(path, baked, transform)
+    return write_glb(path, baked, transform, double_sided=double_sided) if suffix == ".glb" else write_obj(path, baked, transform)

@@ -12,6 +12,7 @@ _KNOWN = {
     "blocks": ("recon.methods.blocks", "Differentiable Blocks World: a scene as a few textured superquadrics, ground and background"),
     "swift4d": ("recon.methods.swift4d", "Swift4D: static/dynamic split, 4D hash deformation of the dynamic Gaussians only"),
     "gasp": ("recon.methods.gasp", "GASP: flat Gaussians a physics engine moves (recon simulate: Newton MPM)"),
+    "gshell": ("recon.methods.gshell", "G-Shell: watertight and open surfaces (SDF + manifold SDF on a tet grid), materials, light (in progress)"),
     "r3dg": ("recon.methods.r3dg", "Relightable 3D Gaussians: normals, PBR materials, ray-traced visibility, relighting (in progress)"),
 }
 _REGISTRY: dict[str, type] = {}

@@ -1,0 +1,1 @@
+from recon.methods.gshell.model import GShell  # noqa: F401  (registers "gshell")

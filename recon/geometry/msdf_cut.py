@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 
-def msdf_cut(verts: Tensor, faces: Tensor, msdf: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
+def msdf_cut(verts: Tensor, faces: Tensor, msdf: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:
     """Keep the part of a triangle mesh where ``msdf`` > 0.
 
     Args:
@@ -54,8 +54,10 @@ def msdf_cut(verts: Tensor, faces: Tensor, msdf: Tensor, eps: float = 1e-12) -> 
 
     # New boundary vertices at the mSDF zero crossing of each cut edge (differentiable).
     ma, mb = msdf[ea], msdf[eb]
+    # The ends disagree in sign, so |ma - mb| > 0; its floor (sign kept) bounds dt/dm (= -mb / d^2, ma / d^2), which
+    # for values near zero on both ends would otherwise overflow to inf and turn Adam's step into NaN.
     denom = ma - mb
-    denom = torch.where(denom.abs() < eps, torch.full_like(denom, eps), denom)
+    denom = torch.where(denom.abs() < eps, torch.where(denom < 0, -eps, eps).to(denom), denom)
     t = (ma / denom)[:, None]
     cut_verts = verts[ea] + t * (verts[eb] - verts[ea])
 

@@ -122,7 +122,8 @@ def marching_tets(
 
     sa, sb = sdf[ua], sdf[ub]
     denom = sa - sb
-    denom = torch.where(denom.abs() < 1e-12, torch.full_like(denom, 1e-12), denom)
+    # floor |sa - sb| (sign kept): near-equal values would give the weight an overflowing gradient
+    denom = torch.where(denom.abs() < 1e-6, torch.where(denom < 0, -1e-6, 1e-6).to(denom), denom)
     t = (sa / denom)[:, None]  # zero crossing along a -> b
     mesh_verts = verts[ua] + t * (verts[ub] - verts[ua])
     attrs = None

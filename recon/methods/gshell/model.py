@@ -264,15 +264,29 @@ class GShell(Method):
                 g["lr"] = exponential_decay(step, g["initial_lr"], g["initial_lr"] * self.config.lr_final_ratio, self.max_steps)
 
     @torch.no_grad()
+    def after_backward(self, step: int, outputs: dict) -> None:
+        # Guard: a degenerate cut (faces of zero area at the boundary, crossings at an end of an edge) can give a
+        # non-finite gradient entry; one such entry would make Adam's moments, then every parameter, NaN. Such
+        # entries are zeroed (counted in the log as bad_grads).
+        bad = 0
+        for p in self.parameters():
+            if p.grad is not None:
+                finite = torch.isfinite(p.grad)
+                if not bool(finite.all()):
+                    bad += int((~finite).sum())
+                    p.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        self._bad_grads = bad
+
+    def log_scalars(self) -> dict[str, float]:
+        return {"bad_grads": float(getattr(self, "_bad_grads", 0))}
+
+    @torch.no_grad()
     def after_optimizer_step(self, step: int, outputs: dict) -> None:
         self.msdf.clamp_(-2.0, 2.0)
         # The grid's outer vertices stay outside: a surface that reaches the box would be clipped open by it.
         verts, _, _, cell = self._grid()
         outer = ((verts - self.box_center).abs() >= self.box_half - 0.5 * cell).any(-1)
         self.sdf[outer] = self.sdf[outer].clamp_min(cell)
-
-    def log_scalars(self) -> dict[str, float]:
-        return {}
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

@@ -242,6 +242,24 @@ def test_recon_simulate_moves_only_the_selected_groups(gasp_run: Path, tmp_path:
     assert "holds no Gaussian centre" in capsys.readouterr().err
 
 
+def test_recon_simulate_takes_a_given_ground_plane(gasp_run: Path, tmp_path: Path, newton_engine):
+    from recon.cli import main
+    from recon.engine.run import load_run
+
+    run = load_run(gasp_run, device="cpu")
+    data_means = np.asarray(run.transform.invert_points(run.method.gaussians()["means"].double()))
+    floor = float(data_means[:, 2].min()) - 0.1
+    out = tmp_path / "plane"
+    assert main(["simulate", str(gasp_run), "--ground-plane", "0", "0", str(floor), "0", "0", "1", "--frames", "6", "--material", "sand",
+                 "--output", str(out), "--video", "none", "--ply-every", "0", "--progress", "lines"]) == 0  # fmt: skip
+    info = json.loads((out / "simulation.json").read_text())
+    up = np.asarray(info["settings"]["up"])
+    np.testing.assert_allclose(up, run.transform.rotation @ np.array([0.0, 0.0, 1.0]), atol=1e-9)
+    expected = float(run.transform.apply_points(np.array([0.0, 0.0, floor])) @ up)
+    assert abs(info["settings"]["ground_height"] - expected) < 1e-9
+    assert info["checks"]["lowest_centre_above_ground_cells"] > -1.0 and info["checks"]["non_finite"] == 0
+
+
 def test_recon_simulate_refuses_runs_without_flat_gaussians(tmp_path: Path, capsys):
     from recon.cli import main
 

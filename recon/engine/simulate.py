@@ -55,6 +55,9 @@ class SimulateArgs:
     ground: Literal["auto", "below", "none"] = "auto"
     """Ground plane: auto (the scene's dominant horizontal plane under the object when the Gaussians have one, else
     as below), below (a plane --drop object-heights under the object's lowest point), none."""
+    ground_plane: Optional[tuple[float, float, float, float, float, float]] = None
+    """PX PY PZ NX NY NZ: a ground plane through point P with up normal N, in the data's frame (overrides --ground;
+    gravity pulls along -N)."""
     drop: float = 0.25
     """Height of the fall onto a ``below`` ground, in object heights."""
     select: Literal["all", "box", "groups"] = "all"
@@ -179,14 +182,26 @@ def simulate_run(args: SimulateArgs, console: Console) -> Path:
     object_size = float(max(np.max(extent), 1e-6))
     object_height = float(max(hi_h - lo_h, 1e-6))
     ground, ground_note = None, "no ground"
-    if args.ground == "auto":
+    if args.ground_plane is not None:
+        normal = run.transform.rotation @ np.asarray(args.ground_plane[3:], np.float64)
+        if np.linalg.norm(normal) < 1e-9:
+            raise ReconError("--ground-plane needs a non-zero normal NX NY NZ")
+        up = normal / np.linalg.norm(normal)
+        ground = float(run.transform.apply_points(np.asarray(args.ground_plane[:3], np.float64)) @ up)
+        height = pts @ up
+        ground_note = "ground: the plane given"
+    elif args.ground == "auto":
         plane = fit_ground_plane(means.double().cpu().numpy(), up)
         if plane is not None and float(np.percentile(plane.height(pts), 5)) > -0.02 * object_height:
             up, ground = plane.normal, float(plane.point @ plane.normal)
             ground_note = f"ground: the scene's plane ({int(plane.inliers.sum()):,} Gaussians on it)"
-    if args.ground == "below" or (args.ground == "auto" and ground is None):
+    if args.ground_plane is None and (args.ground == "below" or (args.ground == "auto" and ground is None)):
         ground = float(np.min(height)) - args.drop * object_height
         ground_note = f"ground: {args.drop:g} object heights under the object"
+    height = pts @ up
+    if ground is not None and float(np.mean(height < ground)) > 0.01:
+        console.print(f"recon: warning: {100 * float(np.mean(height < ground)):.1f} % of the simulated Gaussians start below the ground "
+                      "(the engine pushes them out)", highlight=False, markup=False)  # fmt: skip
     metres = args.size / object_height
     substeps = args.substeps
     if substeps == 0:

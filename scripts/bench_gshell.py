@@ -27,16 +27,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import git_commit  # noqa: E402
 
 
-def _filtered(verts: np.ndarray, faces: np.ndarray, min_fraction: float) -> trimesh.Trimesh:
-    mesh = trimesh.Trimesh(verts, faces, process=False)
-    mesh.update_faces(np.asarray(mesh.area_faces > 1e-14))
-    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
-    sizes = np.bincount(labels)
-    mesh.update_faces(sizes[labels] >= min_fraction * len(mesh.faces))
-    mesh.remove_unreferenced_vertices()
-    return mesh
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
@@ -49,6 +39,8 @@ def main() -> None:
 
     from recon.engine.run import load_run
     from recon.eval.surface import surface_metrics
+    from recon.geometry.mesh_utils import to_trimesh
+    from recon.methods.gshell.model import floater_free
     from recon.methods.base import Batch
 
     run = load_run(args.run, device="cpu")
@@ -62,7 +54,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
     cut = method.mesh()
     to_data = lambda v: transform.invert_points(np.asarray(v, dtype=np.float64))  # noqa: E731
-    template = _filtered(mesh["template_verts"].numpy(), mesh["template_faces"].numpy(), method.config.min_component)
+    template = floater_free(to_trimesh(mesh["template_verts"], mesh["template_faces"]), method.config.min_component)
     rows = {
         "G-Shell (mSDF cut)": surface_metrics(trimesh.Trimesh(to_data(cut.vertices), cut.faces, process=False), gt, args.points, args.threshold),
         "watertight template (no cut)": surface_metrics(trimesh.Trimesh(to_data(template.vertices), template.faces, process=False), gt, args.points, args.threshold),

@@ -28,7 +28,7 @@ from recon.rotations import quat_to_rotmat, rotmat_to_quat
 def gaussians_to_triangles(means: Tensor, quats: Tensor, log_scales: Tensor) -> Tensor:
     """[N, 3, 3] triangles (vertex 1, 2, 3; xyz) of flat Gaussians: ``means`` [N, 3], ``quats`` [N, 4] (wxyz, any
     norm), ``log_scales`` [N, 3] whose first two entries are the in-plane scales (the third is ignored)."""
-    rot = quat_to_rotmat(torch.nn.functional.normalize(quats, dim=-1))  # [N, 3, 3], columns = local axes
+    rot = quat_to_rotmat(quats)  # [N, 3, 3], columns = local axes (normalises the quaternions)
     scales = torch.exp(log_scales[:, :2])
     first_larger = scales[:, 0] >= scales[:, 1]
     axis_a = torch.where(first_larger[:, None], rot[:, :, 0], rot[:, :, 1])

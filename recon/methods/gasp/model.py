@@ -10,6 +10,7 @@ at that time, so the viewer's time slider, ``recon render`` and the exports play
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -83,7 +84,7 @@ class Gasp(Method):
     def _params(self, time: float | None) -> dict[str, Tensor]:
         params = {k: v.detach() for k, v in self.splats.gaussian_params().items()}
         scales = params["scales"].clone()
-        scales[:, 2] = float(torch.log(torch.tensor(FLAT_SCALE)))
+        scales[:, 2] = math.log(FLAT_SCALE)
         params["scales"] = scales
         if self.playback is None:
             return params

@@ -50,6 +50,20 @@ def _grid_edges(tets: Tensor) -> Tensor:
     return torch.stack([torch.div(key, n, rounding_mode="floor"), key % n], -1)
 
 
+def floater_free(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+    """``mesh`` (modified in place and returned) without zero-area faces (where the cut passes through a template
+    vertex) and without edge-connected pieces holding fewer than ``min_fraction`` of its faces (floaters; open
+    boundaries belong to the large pieces). Vertices are not welded: the cut's topology is kept as extracted."""
+    mesh.update_faces(mesh.area_faces > 1e-14)
+    mesh.remove_unreferenced_vertices()
+    if min_fraction > 0 and len(mesh.faces):
+        labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+        sizes = np.bincount(labels)
+        mesh.update_faces(sizes[labels] >= min_fraction * len(mesh.faces))
+        mesh.remove_unreferenced_vertices()
+    return mesh
+
+
 @register
 class GShell(Method):
     name = "gshell"
@@ -302,18 +316,7 @@ class GShell(Method):
     @torch.no_grad()
     def mesh(self, time: float | None = None):
         m = self.extract()
-        verts, faces = m["verts"], m["faces"]
-        mesh = to_trimesh(verts.cpu(), faces.cpu())
-        mesh.update_faces(np.asarray(mesh.area_faces > 1e-14))  # where the cut passes through a template vertex
-        mesh.remove_unreferenced_vertices()
-        if self.config.min_component > 0 and len(mesh.faces):
-            # Floaters: edge-connected pieces with fewer than min_component of the faces (never the open
-            # boundaries of the kept surfaces, which are edges of the large components).
-            labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
-            sizes = np.bincount(labels)
-            mesh.update_faces(sizes[labels] >= self.config.min_component * len(mesh.faces))
-            mesh.remove_unreferenced_vertices()
-        return mesh
+        return floater_free(to_trimesh(m["verts"], m["faces"]), self.config.min_component)
 
     def materials(self):
         @torch.no_grad()
